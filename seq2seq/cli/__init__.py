@@ -1,0 +1,1 @@
+"""Thin Hydra entry points; the work happens in the library modules."""

@@ -1,0 +1,36 @@
+"""What every command shares: where the configs live and how errors reach the user."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from seq2seq.errors import UserError
+
+# conf/ sits beside the package in a source checkout (editable install).
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("SEQ2SEQ_DEBUG", "") not in ("", "0")
+
+
+def user_errors_to_exit(task: Callable) -> Callable:
+    """Print a UserError as one line on stderr and exit 2; SEQ2SEQ_DEBUG=1 shows the traceback."""
+
+    @functools.wraps(task)
+    def wrapper(*args, **kwargs):
+        try:
+            return task(*args, **kwargs)
+        except UserError as error:
+            if debug_enabled():
+                raise
+            logging.shutdown()
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

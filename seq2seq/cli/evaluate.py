@@ -1,0 +1,96 @@
+"""seq2seq-evaluate: translate a source file and score it with sacreBLEU; optionally gate on BLEU.
+
+    seq2seq-evaluate model=outputs/.../model src=test_2016_flickr.de ref=test_2016_flickr.en beam=5 min_bleu=30
+
+Relative `src`/`ref` paths are looked up in the current directory first, then in the data
+folder the model was trained from. Exit status: 0 on success, 1 when BLEU is below `min_bleu`,
+2 on a user error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from seq2seq.cli.common import CONF_DIR, user_errors_to_exit
+from seq2seq.data import read_lines
+from seq2seq.errors import UserError
+from seq2seq.metrics import Score, score_corpus
+from seq2seq.translator import Translator
+
+
+def format_scores(scores: dict[str, Score]) -> str:
+    rows = [("metric", "score", "signature")] + [
+        (s.name.upper() if s.name != "chrf" else "chrF", f"{s.score:.2f}", s.signature) for s in scores.values()]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]}" for r in rows)
+
+
+def resolve_input(name: str, model_config: dict) -> Path:
+    path = Path(name)
+    if path.exists() or path.is_absolute():
+        return path
+    data_dir = model_config.get("data", {}).get("data_dir")
+    if data_dir and (Path(data_dir) / name).exists():
+        return Path(data_dir) / name
+    return path  # read_lines reports it as missing
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path` and rename: never a half-written output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
+                                     delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+@user_errors_to_exit
+def evaluate(cfg: DictConfig) -> dict:
+    if cfg.model is None:
+        raise UserError("model= is required: the path of a model directory (a run's 'model' folder)")
+    if cfg.src is None or cfg.ref is None:
+        raise UserError("src= and ref= are required: the source file to translate and its reference")
+    start = time.perf_counter()
+    translator = Translator.load(cfg.model, device=cfg.device)
+    config = translator.bundle.config
+    src_path, ref_path = resolve_input(cfg.src, config), resolve_input(cfg.ref, config)
+    src_lines, ref_lines = read_lines(src_path), read_lines(ref_path)
+    if len(src_lines) != len(ref_lines):
+        raise UserError(f"{src_path} has {len(src_lines)} lines but {ref_path} has {len(ref_lines)}")
+    loaded = time.perf_counter()
+    hyps = translator.translate(src_lines, beam=cfg.beam, length_penalty=cfg.length_penalty,
+                                max_len_ratio=cfg.max_len_ratio, max_len_offset=cfg.max_len_offset,
+                                batch_tokens=cfg.batch_tokens)
+    decoded = time.perf_counter()
+    scores = score_corpus(hyps, ref_lines)
+    result = {name: s.as_dict() for name, s in scores.items()} | {
+        "model": str(cfg.model), "src": str(src_path), "ref": str(ref_path), "beam": cfg.beam,
+        "length_penalty": cfg.length_penalty, "sentences": len(src_lines),
+        "decode_seconds": round(decoded - loaded, 3), "total_seconds": round(decoded - start, 3)}
+    print(format_scores(scores))
+    print(f"{len(src_lines)} sentences decoded in {decoded - loaded:.2f} s (beam {cfg.beam})", file=sys.stderr)
+    if cfg.output:
+        write_atomically(Path(cfg.output), "\n".join(hyps) + "\n")
+    if cfg.json:
+        write_atomically(Path(cfg.json), json.dumps(result, indent=2) + "\n")
+    if cfg.min_bleu is not None and scores["bleu"].score < cfg.min_bleu:
+        print(f"error: BLEU {scores['bleu'].score:.2f} is below min_bleu={cfg.min_bleu}", file=sys.stderr)
+        sys.exit(1)
+    return result
+
+
+@hydra.main(config_path=CONF_DIR, config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

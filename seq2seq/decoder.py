@@ -1,0 +1,152 @@
+"""LSTM decoder with optional attention and input feeding.
+
+Two placements of attention (Luong et al. 2015 vs Bahdanau et al. 2015):
+- after the LSTM (`attend_before_rnn=False`): the current state h_t queries the source and
+  o_t = tanh(W [h_t; c_t]) is the attentional output. Without input feeding every step's
+  LSTM input is known in advance, so teacher-forced training runs the fused LSTM over the whole
+  target at once and attends for all steps in one batched product: the fast path.
+- before the LSTM (`attend_before_rnn=True`, Bahdanau): the previous state queries the source and
+  the context joins the LSTM input, so training must step through time.
+Input feeding (Luong) feeds o_{t-1} into the next step's LSTM input; it too forces stepping.
+
+With no attention the decoder is conditioned only on its initial state (the bridge from the
+encoder's final state), the classic Sutskever et al. 2014 set-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from seq2seq.attention import Attention
+
+
+@dataclass
+class EncoderMemory:
+    """What the decoder reads at every step, for a batch of B sentences (or B*K beams)."""
+
+    memory: torch.Tensor  # (B, S, Hk)
+    keys: torch.Tensor | None  # (B, S, *) precomputed attention keys
+    mask: torch.Tensor  # (B, S) True at real source positions
+
+    def index_select(self, index: torch.Tensor) -> "EncoderMemory":
+        return EncoderMemory(
+            self.memory.index_select(0, index),
+            None if self.keys is None else self.keys.index_select(0, index),
+            self.mask.index_select(0, index),
+        )
+
+
+@dataclass
+class DecoderState:
+    h: torch.Tensor  # (L, B, H)
+    c: torch.Tensor  # (L, B, H)
+    feed: torch.Tensor | None  # (B, O) previous attentional output, with input feeding
+
+    def index_select(self, index: torch.Tensor) -> "DecoderState":
+        return DecoderState(
+            self.h.index_select(1, index),
+            self.c.index_select(1, index),
+            None if self.feed is None else self.feed.index_select(0, index),
+        )
+
+
+class Decoder(nn.Module):
+    def __init__(
+        self,
+        embedding: nn.Embedding,
+        hidden_size: int,
+        encoder_size: int,
+        output_size: int,
+        attention: Attention | None = None,
+        num_layers: int = 1,
+        input_feeding: bool = False,
+        attend_before_rnn: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if attend_before_rnn and attention is None:
+            raise ValueError("attend_before_rnn needs an attention module")
+        self.embedding = embedding
+        self.attention = attention
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.output_size = output_size
+        self.input_feeding = input_feeding
+        self.attend_before_rnn = attend_before_rnn
+        self.dropout = nn.Dropout(dropout)
+
+        rnn_input = embedding.embedding_dim
+        if input_feeding:
+            rnn_input += output_size
+        if attend_before_rnn:
+            rnn_input += encoder_size
+        self.rnn = nn.LSTM(rnn_input, hidden_size, num_layers=num_layers, batch_first=True,
+                           dropout=dropout if num_layers > 1 else 0.0)
+        # Bridge: encoder final state -> initial (h, c) of every decoder layer.
+        self.bridge = nn.Linear(encoder_size, 2 * num_layers * hidden_size)
+        context_size = encoder_size if attention is not None else 0
+        self.output_layer = nn.Linear(hidden_size + context_size, output_size)
+
+    @property
+    def steps_in_parallel(self) -> bool:
+        """Whether teacher-forced training can run all target steps in one LSTM call."""
+        return not (self.input_feeding or self.attend_before_rnn)
+
+    def init_state(self, final_h: torch.Tensor, final_c: torch.Tensor) -> DecoderState:
+        """Initial state from the encoder's final (h, c), each (B, Hk)."""
+        batch = final_h.size(0)
+        # c is included because it carries most of an LSTM's memory; h and c get separate maps.
+        bridged = self.bridge(torch.cat([final_h, final_c], dim=0))  # (2B, 2*L*H)
+        h = torch.tanh(bridged[:batch, : self.num_layers * self.hidden_size])
+        c = bridged[batch:, self.num_layers * self.hidden_size:]
+        h = h.view(batch, self.num_layers, self.hidden_size).transpose(0, 1).contiguous()
+        c = c.view(batch, self.num_layers, self.hidden_size).transpose(0, 1).contiguous()
+        feed = h.new_zeros(batch, self.output_size) if self.input_feeding else None
+        return DecoderState(h, c, feed)
+
+    def _attentional_output(self, rnn_out: torch.Tensor, enc: EncoderMemory,
+                            context: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """o = tanh(W [h; context]) for (B, T, H) LSTM outputs; returns o and attention weights."""
+        weights = None
+        if self.attention is not None and context is None:
+            context, weights = self.attention(rnn_out, enc.keys, enc.memory, enc.mask)
+        features = rnn_out if context is None else torch.cat([rnn_out, context], dim=-1)
+        return torch.tanh(self.output_layer(features)), weights  # (B, T, O)
+
+    def step(self, prev_tokens: torch.Tensor, state: DecoderState, enc: EncoderMemory
+             ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """One step for (B,) previous tokens: (B, O) output, new state, (B, S) attention weights."""
+        inputs = [self.embedding(prev_tokens).unsqueeze(1)]  # (B, 1, E)
+        context, weights = None, None
+        if self.attend_before_rnn:
+            query = state.h[-1].unsqueeze(1)  # (B, 1, H)
+            context, weights = self.attention(query, enc.keys, enc.memory, enc.mask)
+            inputs.append(context)
+        if self.input_feeding:
+            inputs.append(state.feed.unsqueeze(1))
+        rnn_in = self.dropout(torch.cat(inputs, dim=-1) if len(inputs) > 1 else inputs[0])
+        rnn_out, (h, c) = self.rnn(rnn_in, (state.h, state.c))  # (B, 1, H)
+        output, after_weights = self._attentional_output(rnn_out, enc, context)
+        output = output.squeeze(1)  # (B, O)
+        if after_weights is not None:
+            weights = after_weights
+        new_state = DecoderState(h, c, output if self.input_feeding else None)
+        return self.dropout(output), new_state, None if weights is None else weights.squeeze(1)
+
+    def forward(self, tgt_in: torch.Tensor, state: DecoderState, enc: EncoderMemory
+                ) -> torch.Tensor:
+        """Teacher-forced outputs (B, T, O) for (B, T) target inputs."""
+        if self.steps_in_parallel:
+            embedded = self.dropout(self.embedding(tgt_in))  # (B, T, E)
+            rnn_out, _ = self.rnn(embedded, (state.h, state.c))  # (B, T, H)
+            output, _ = self._attentional_output(rnn_out, enc)
+            return self.dropout(output)
+        outputs = []
+        for t in range(tgt_in.size(1)):
+            output, state, _ = self.step(tgt_in[:, t], state, enc)
+            outputs.append(output)
+        return torch.stack(outputs, dim=1)

@@ -1,0 +1,183 @@
+"""Decoding strategies as functions over a `Seq2Seq`: greedy and batched beam search.
+
+Both work on whole batches. Beam search keeps B*K hypotheses in one tensor; a sentence whose
+search is over leaves the batch, so the remaining steps only pay for sentences still being
+searched (long sentences no longer drag a batch of short finished ones along).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from seq2seq.errors import UserError
+from seq2seq.tokenizer import BOS_ID, EOS_ID
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without BOS and EOS
+    score: float  # sum of token log-probabilities, divided by the length penalty (beam)
+    attention: torch.Tensor | None = field(default=None, repr=False)  # (len(tokens)+1, S)
+
+
+def max_output_lengths(src_lengths: torch.Tensor, max_len_ratio: float, max_len_offset: int) -> torch.Tensor:
+    """Per-sentence step limit, EOS included: ceil(ratio * source length) + offset."""
+    return torch.ceil(src_lengths.float() * max_len_ratio).long() + max_len_offset
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT length penalty ((5 + |Y|) / 6) ** alpha (Wu et al. 2016); alpha=0 turns it off."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@torch.no_grad()
+def greedy_search(
+    model,
+    src: torch.Tensor,  # (B, S)
+    src_lengths: torch.Tensor,  # (B,)
+    max_len_ratio: float = 2.0,
+    max_len_offset: int = 10,
+    return_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """Most probable token at each step; one hypothesis per sentence."""
+    enc, state = model.encode(src, src_lengths)
+    batch = src.size(0)
+    limits = max_output_lengths(src_lengths, max_len_ratio, max_len_offset).to(src.device)
+    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
+    alive = torch.arange(batch, device=src.device)  # original positions of rows still decoding
+    tokens = [[] for _ in range(batch)]
+    scores = [0.0] * batch
+    attention = [[] for _ in range(batch)]
+    for t in range(int(limits.max())):
+        log_probs, state, weights = model.decode_step(prev, state, enc)
+        last = limits[alive] - 1 == t
+        log_probs[last, :] = float("-inf")
+        log_probs[last, EOS_ID] = 0.0
+        best_scores, best = log_probs.max(dim=-1)
+        for row, (sent, tok, sc) in enumerate(zip(alive.tolist(), best.tolist(), best_scores.tolist())):
+            scores[sent] += sc
+            if return_attention and weights is not None:
+                attention[sent].append(weights[row].float().cpu())
+            if tok != EOS_ID:
+                tokens[sent].append(tok)
+        keep = best != EOS_ID
+        if not bool(keep.any()):
+            break
+        if not bool(keep.all()):
+            index = keep.nonzero().squeeze(1)
+            alive, best = alive[index], best[index]
+            enc, state = enc.index_select(index), state.index_select(index)
+        prev = best
+    return [[Hypothesis(tokens[i], scores[i],
+                        torch.stack(attention[i]) if attention[i] else None)] for i in range(batch)]
+
+
+@torch.no_grad()
+def beam_search(
+    model,
+    src: torch.Tensor,  # (B, S)
+    src_lengths: torch.Tensor,  # (B,)
+    beam_size: int = 5,
+    nbest: int = 1,
+    length_penalty_alpha: float = 1.0,
+    max_len_ratio: float = 2.0,
+    max_len_offset: int = 10,
+    return_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """Batched beam search; returns the `nbest` best hypotheses per sentence, best first.
+
+    A sentence's search ends once it holds `beam_size` finished hypotheses (as in fairseq) or
+    reaches its length limit, where EOS is forced.
+    """
+    if beam_size < 1:
+        raise UserError(f"beam={beam_size} must be at least 1")
+    if not 1 <= nbest <= beam_size:
+        raise UserError(f"nbest={nbest} must be between 1 and the beam size ({beam_size})")
+    device = src.device
+    batch, k = src.size(0), beam_size
+    enc, state = model.encode(src, src_lengths)
+    expand = torch.arange(batch, device=device).repeat_interleave(k)  # (B*K,)
+    enc, state = enc.index_select(expand), state.index_select(expand)
+    limits = max_output_lengths(src_lengths, max_len_ratio, max_len_offset).to(device)
+
+    alive = torch.arange(batch, device=device)  # original sentence of each row group
+    scores = torch.zeros(batch, k, device=device)  # (B', K) summed log-probs
+    scores[:, 1:] = float("-inf")  # all beams start as the same BOS; keep only one alive
+    history = torch.full((batch * k, 0), BOS_ID, dtype=torch.long, device=device)  # (B'*K, t)
+    attn_history = None
+    prev = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
+    finished: list[list[tuple[float, list[int], torch.Tensor | None]]] = [[] for _ in range(batch)]
+
+    for t in range(int(limits.max())):
+        log_probs, state, weights = model.decode_step(prev, state, enc)  # (B'*K, V)
+        vocab = log_probs.size(-1)
+        at_limit = (limits[alive] - 1 == t).repeat_interleave(k)
+        log_probs[at_limit, :] = float("-inf")
+        log_probs[at_limit, EOS_ID] = 0.0
+        candidates = (scores.view(-1, 1) + log_probs).view(len(alive), k * vocab)
+        # 2K candidates guarantee K that do not end here: at most K of them (one per beam) are EOS.
+        top_scores, top_index = candidates.topk(2 * k, dim=1)  # (B', 2K)
+        top_beam = top_index // vocab
+        top_token = top_index % vocab
+        is_eos = top_token == EOS_ID
+
+        if return_attention and weights is not None:
+            step_attn = weights.float().unsqueeze(1)  # (B'*K, 1, S)
+            attn_history = step_attn if attn_history is None else torch.cat([attn_history, step_attn], 1)
+
+        # Finished hypotheses: EOS among the K best candidates of a sentence.
+        eos_rows, eos_cols = (is_eos[:, :k] & (top_scores[:, :k] > float("-inf"))).nonzero(as_tuple=True)
+        for row, col in zip(eos_rows.tolist(), eos_cols.tolist()):
+            sent = int(alive[row])
+            if len(finished[sent]) >= k:
+                continue
+            beam_row = row * k + int(top_beam[row, col])
+            raw = float(top_scores[row, col])
+            attn = attn_history[beam_row].cpu() if attn_history is not None else None
+            finished[sent].append((raw / length_penalty(t + 1, length_penalty_alpha),
+                                   history[beam_row].tolist(), attn))
+
+        # Continue with the K best candidates that did not end.
+        masked = top_scores.masked_fill(is_eos, float("-inf"))
+        next_scores, pick = masked.topk(k, dim=1)  # (B', K); order preserved among non-EOS
+        next_beam = top_beam.gather(1, pick)
+        next_token = top_token.gather(1, pick)
+        source_rows = (torch.arange(len(alive), device=device).unsqueeze(1) * k + next_beam).view(-1)
+
+        done = torch.tensor([len(finished[int(s)]) >= k for s in alive.tolist()], device=device)
+        if bool(done.all()):
+            break
+        if bool(done.any()):
+            keep_sent = (~done).nonzero().squeeze(1)
+            keep_rows = (keep_sent.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
+            # All K rows of a sentence share its encoder memory, so reordering beams never
+            # touches it; only sentences leaving the batch do.
+            enc = enc.index_select(keep_rows)
+            source_rows = source_rows.view(-1, k)[keep_sent].view(-1)
+            next_scores, next_token = next_scores[keep_sent], next_token[keep_sent]
+            alive = alive[keep_sent]
+        state = state.index_select(source_rows)
+        history = torch.cat([history.index_select(0, source_rows), next_token.view(-1, 1)], dim=1)
+        if attn_history is not None:
+            attn_history = attn_history.index_select(0, source_rows)
+        scores = next_scores
+        prev = next_token.view(-1)
+
+    results = []
+    for sent in range(batch):
+        ranked = sorted(finished[sent], key=lambda item: item[0], reverse=True)[:nbest]
+        results.append([Hypothesis(tokens, score, attn) for score, tokens, attn in ranked])
+    return results
+
+
+def decode(model, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int = 1, **options
+           ) -> list[list[Hypothesis]]:
+    """Greedy for beam 1 without n-best, beam search otherwise."""
+    if beam_size == 1 and options.get("nbest", 1) == 1:
+        options.pop("nbest", None)
+        options.pop("length_penalty_alpha", None)
+        return greedy_search(model, src, src_lengths, **options)
+    return beam_search(model, src, src_lengths, beam_size=beam_size, **options)
+

@@ -1,0 +1,158 @@
+"""SentencePiece tokenizers: trained from raw text once (cached by content), loaded, used.
+
+Special ids are fixed for every model the toolkit trains, so a model's embedding table and a
+tokenizer always agree on them: pad=0, unk=1, bos=2, eos=3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import sentencepiece as spm
+
+from seq2seq.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class SentencePieceSettings:
+    """What a SentencePiece model is trained with; part of its cache key."""
+
+    vocab_size: int = 8000
+    model_type: str = "unigram"  # unigram | bpe | char | word
+    character_coverage: float = 1.0
+    input_sentence_size: int = 2_000_000
+    seed_sentencepiece_size: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if self.model_type not in {"unigram", "bpe", "char", "word"}:
+            raise UserError(
+                f"tokenizer model_type={self.model_type!r} is not one of unigram, bpe, char, word"
+            )
+        if not 0.0 < self.character_coverage <= 1.0:
+            raise UserError(
+                f"tokenizer character_coverage={self.character_coverage} must be in (0, 1]"
+            )
+        if self.vocab_size < 8:
+            raise UserError(f"tokenizer vocab_size={self.vocab_size} is too small (minimum 8)")
+
+
+class Tokenizer:
+    """A loaded SentencePiece model with the toolkit's fixed special ids."""
+
+    def __init__(self, model_file: str | os.PathLike) -> None:
+        self.model_file = Path(model_file)
+        try:
+            self._sp = spm.SentencePieceProcessor(model_file=str(self.model_file))
+        except (OSError, RuntimeError) as error:
+            raise UserError(f"cannot load SentencePiece model {self.model_file}: {error}") from None
+        for name, expected, actual in (
+            ("pad", PAD_ID, self._sp.pad_id()),
+            ("unk", UNK_ID, self._sp.unk_id()),
+            ("bos", BOS_ID, self._sp.bos_id()),
+            ("eos", EOS_ID, self._sp.eos_id()),
+        ):
+            if actual != expected:
+                raise UserError(
+                    f"{self.model_file}: {name} id is {actual}, expected {expected}; "
+                    "retrain the tokenizer with this toolkit"
+                )
+
+    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+
+    def __len__(self) -> int:
+        return self._sp.get_piece_size()
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    def encode(self, lines: Sequence[str]) -> list[list[int]]:
+        """Pieces ids without bos/eos; the data pipeline adds those where they belong."""
+        return self._sp.encode(list(lines), out_type=int)
+
+    def encode_pieces(self, line: str) -> list[str]:
+        return self._sp.encode(line, out_type=str)
+
+    def id_to_piece(self, ids: Iterable[int]) -> list[str]:
+        return [self._sp.id_to_piece(int(i)) for i in ids]
+
+    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Exact SentencePiece detokenization; special ids are dropped first."""
+        cleaned = [[int(i) for i in seq if i > EOS_ID] for seq in ids]
+        return self._sp.decode(cleaned)
+
+
+def _hash_files(paths: Sequence[Path], settings: SentencePieceSettings) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps(asdict(settings), sort_keys=True).encode())
+    for path in paths:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def train_or_load(
+    text_files: Sequence[str | os.PathLike],
+    cache_dir: str | os.PathLike,
+    settings: SentencePieceSettings,
+    name: str = "spm",
+) -> Tokenizer:
+    """Train a SentencePiece model on `text_files`, or reuse the cached one for the same input.
+
+    The cache key is a hash of the files' bytes and the settings, so editing the corpus or a
+    setting retrains, and rerunning an experiment does not.
+    """
+    paths = [Path(p) for p in text_files]
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"tokenizer training file not found: {path}")
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    model_file = cache / f"{name}-{_hash_files(paths, settings)}.model"
+    if model_file.is_file():
+        log.info("reusing tokenizer %s", model_file)
+        return Tokenizer(model_file)
+
+    log.info("training %s SentencePiece tokenizer (%d pieces) on %s",
+             settings.model_type, settings.vocab_size, ", ".join(map(str, paths)))
+    # Train into a temporary prefix and rename, so a killed run never leaves a half model behind
+    # that a later run would take for a cached one.
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        prefix = Path(tmp) / "model"
+        try:
+            spm.SentencePieceTrainer.train(
+                input=",".join(str(p) for p in paths),
+                model_prefix=str(prefix),
+                vocab_size=settings.vocab_size,
+                model_type=settings.model_type,
+                character_coverage=settings.character_coverage,
+                input_sentence_size=settings.input_sentence_size,
+                seed_sentencepiece_size=settings.seed_sentencepiece_size,
+                shuffle_input_sentence=True,
+                pad_id=PAD_ID,
+                unk_id=UNK_ID,
+                bos_id=BOS_ID,
+                eos_id=EOS_ID,
+                num_threads=max(1, os.cpu_count() or 1),
+                minloglevel=2,
+            )
+        except RuntimeError as error:
+            first_line = str(error).strip().splitlines()[-1] if str(error).strip() else error
+            raise UserError(
+                f"SentencePiece training failed on {', '.join(map(str, paths))}: {first_line}"
+            ) from None
+        os.replace(f"{prefix}.model", model_file)
+    return Tokenizer(model_file)

@@ -1,0 +1,107 @@
+"""Translate text with a model directory: the one decoding path behind every front end."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from seq2seq.bundle import Bundle, load_bundle
+from seq2seq.data import pad_sequences
+from seq2seq.errors import UserError
+from seq2seq.search import Hypothesis, decode
+
+
+@dataclass
+class ScoredTranslation:
+    text: str
+    score: float
+    tokens: list[int]
+    attention: torch.Tensor | None = None  # (target pieces + EOS, source pieces)
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+    """Positions grouped longest first into batches of at most `batch_tokens` padded tokens."""
+    if batch_tokens <= 0:
+        raise UserError(f"batch_tokens={batch_tokens} must be positive")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, current, width = [], [], 0
+    for i in order:
+        w = max(width, lengths[i], 1)
+        if current and w * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current, w = [], max(lengths[i], 1)
+        current.append(i)
+        width = w
+    if current:
+        batches.append(current)
+    return batches
+
+
+class Translator:
+    """Loaded translation model plus its tokenizers.
+
+    >>> t = Translator.load("outputs/run/model")            # doctest: +SKIP
+    >>> t.translate(["Ein Hund läuft im Park."], beam=5)     # doctest: +SKIP
+    """
+
+    def __init__(self, bundle: Bundle, device: torch.device) -> None:
+        self.bundle = bundle
+        self.model = bundle.model
+        self.device = device
+        self.src_tokenizer = bundle.tokenizers["src"]
+        self.tgt_tokenizer = bundle.tokenizers["tgt"]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "Translator":
+        device = pick_device(device)
+        return cls(load_bundle(path, device, expected_type="seq2seq"), device)
+
+    def translate_batches(
+        self,
+        lines: Sequence[str],
+        beam: int = 5,
+        nbest: int = 1,
+        length_penalty: float = 1.0,
+        max_len_ratio: float = 2.0,
+        max_len_offset: int = 10,
+        batch_tokens: int = 4000,
+        return_attention: bool = False,
+    ) -> Iterator[tuple[list[int], list[list[ScoredTranslation]]]]:
+        """Yields (positions, n-best lists) batch by batch, longest sources first."""
+        if beam < 1:
+            raise UserError(f"beam={beam} must be at least 1")
+        if not 1 <= nbest <= beam:
+            raise UserError(f"nbest={nbest} must be between 1 and beam={beam}")
+        ids = self.src_tokenizer.encode(lines)
+        for positions in length_sorted_batches([len(s) for s in ids], batch_tokens):
+            src = pad_sequences([ids[i] for i in positions]).to(self.device)
+            lengths = torch.tensor([max(len(ids[i]), 1) for i in positions], device=self.device)
+            results: list[list[Hypothesis]] = decode(
+                self.model, src, lengths, beam_size=beam, nbest=nbest,
+                length_penalty_alpha=length_penalty, max_len_ratio=max_len_ratio,
+                max_len_offset=max_len_offset, return_attention=return_attention)
+            texts = self.tgt_tokenizer.decode([h.tokens for hyps in results for h in hyps])
+            out, cursor = [], 0
+            for hyps in results:
+                out.append([ScoredTranslation(texts[cursor + j], h.score, h.tokens, h.attention)
+                             for j, h in enumerate(hyps)])
+                cursor += len(hyps)
+            yield positions, out
+
+    def translate(self, lines: Sequence[str], beam: int = 5, nbest: int = 1,
+                  return_hypotheses: bool = False, **options) -> list:
+        """Translations in input order: strings, or n-best lists of `ScoredTranslation`."""
+        results: list = [None] * len(lines)
+        for positions, nbest_lists in self.translate_batches(lines, beam=beam, nbest=nbest, **options):
+            for position, hyps in zip(positions, nbest_lists):
+                results[position] = hyps if return_hypotheses or nbest > 1 else hyps[0].text
+        return results
