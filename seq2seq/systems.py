@@ -153,4 +153,5 @@ class TranslationSystem(L.LightningModule):
         schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=self.plateau_factor, patience=self.plateau_patience, min_lr=self.min_lr)
         return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "monitor": "val/bleu", "interval": "epoch"}}
+                "lr_scheduler": {"scheduler": schedule, "monitor": "val/bleu", "interval": "epoch",
+                                 "strict": False}}

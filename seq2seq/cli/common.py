@@ -13,6 +13,9 @@ from seq2seq.errors import UserError
 
 # conf/ sits beside the package in a source checkout (editable install).
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# Primary configs of the commands that load a model directory. They live apart from the
+# training groups so that `model=<path>` is a plain value there, not the `model/` config group.
+APPS_CONF_DIR = str(Path(CONF_DIR) / "apps")
 
 
 def debug_enabled() -> bool:

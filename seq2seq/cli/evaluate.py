@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from seq2seq.cli.common import CONF_DIR, user_errors_to_exit
+from seq2seq.cli.common import APPS_CONF_DIR, user_errors_to_exit
 from seq2seq.data import read_lines
 from seq2seq.errors import UserError
 from seq2seq.metrics import Score, score_corpus
@@ -87,7 +87,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(config_path=CONF_DIR, config_name="evaluate", version_base="1.3")
+@hydra.main(config_path=APPS_CONF_DIR, config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

@@ -58,7 +58,8 @@ def export_model(trainer: L.Trainer, system: TranslationSystem, datamodule, run_
     best_score = checkpoint.best_model_score if checkpoint else None
     final_bleu = None
     if trainer.global_step != last_validation.step:
-        final_bleu = trainer.validate(system, datamodule=datamodule, verbose=False)[0]["val/bleu"]
+        results = trainer.validate(system, datamodule=datamodule, verbose=False)
+        final_bleu = results[0].get("val/bleu") if results else None
     if best_path and best_score is not None and (final_bleu is None or float(best_score) >= final_bleu):
         state = load_state_dict(best_path)["state_dict"]
         system.model.load_state_dict(
@@ -113,8 +114,11 @@ def train(cfg: DictConfig) -> Path:
                                **OmegaConf.to_container(cfg.validation, resolve=True))
     log.info("model: %s parameters", f"{sum(p.numel() for p in model.parameters()):,}")
     last_validation = LastValidationStep()
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg) + [last_validation],
-                                     logger=build_loggers(cfg) or False)
+    loggers = build_loggers(cfg)
+    callbacks = [c for c in build_callbacks(cfg)
+                 if loggers or not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks + [last_validation],
+                                     logger=loggers or False)
     resume = cfg.get("resume")
     if resume and not Path(resume).is_file():
         raise UserError(f"resume={resume}: checkpoint not found")

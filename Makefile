@@ -1,0 +1,39 @@
+# The commands the README names. Every target installs what it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
+
+.PHONY: install test test-all demo bleu-gate bench clean
+
+install: $(VENV)/.installed
+
+# torch first and pinned: an unpinned torch would pull a CUDA build and GBs of GPU libraries.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch
+	$(PIP) -e '.[test]'
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-all: install
+	$(BIN)/python -m pytest -q -m ""
+
+# Multi30k de->en for 5 minutes, then BLEU and sample translations of test_2016_flickr.
+# Uses $$SEQ2SEQ_DATA when set, else downloads into ./data.
+demo: install
+	$(BIN)/seq2seq-train experiment=multi30k_de_en trainer.max_time=00:00:05:00 hydra.run.dir=outputs/demo
+
+# What CI runs after the tests: a short Multi30k run must clear a BLEU floor.
+BLEU_GATE_MINUTES ?= 4
+BLEU_FLOOR ?= 15
+bleu-gate: install
+	$(BIN)/seq2seq-train experiment=multi30k_de_en trainer.max_time=00:00:0$(BLEU_GATE_MINUTES):00 \
+		evaluate_test=false trainer.enable_progress_bar=false hydra.run.dir=outputs/bleu-gate
+	$(BIN)/seq2seq-evaluate model=outputs/bleu-gate/model src=test_2016_flickr.de ref=test_2016_flickr.en \
+		beam=5 min_bleu=$(BLEU_FLOOR) json=outputs/bleu-gate/test_scores.json
+
+clean:
+	rm -rf $(VENV) outputs multirun .cache *.egg-info

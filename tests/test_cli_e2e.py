@@ -1,0 +1,99 @@
+"""The real console scripts, in subprocesses, on a synthetic task they must learn."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_reversal_corpus
+
+BIN = Path(sys.executable).parent
+
+
+def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    result = subprocess.run([str(BIN / command[0]), *command[1:]], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command[0]} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+TINY_REVERSAL = [
+    "data=parallel", "data.src_lang=src", "data.tgt_lang=tgt", "data.max_tokens=400",
+    "tokenizer.vocab_size=24", "tokenizer.model_type=word", "tokenizer.joint=false",
+    "model.embed_dim=32", "model.encoder_hidden_size=32", "model.decoder_hidden_size=64",
+    "model.encoder_layers=1", "model.dropout=0.0", "optim.lr=0.005",
+    "trainer.enable_progress_bar=false", "paths.cache_dir=cache",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """Train a reversal model once for the tests of this module."""
+    work = tmp_path_factory.mktemp("e2e")
+    make_reversal_corpus(work / "corpus", {"train": 2500, "val": 100, "test": 100}, seed=11)
+    result = run(["seq2seq-train", *TINY_REVERSAL, "data.data_dir=corpus", "trainer.max_epochs=4",
+                  "hydra.run.dir=run"], cwd=work)
+    assert "model written to" in result.stdout
+    return work
+
+
+def test_training_learns_the_task_and_leaves_a_complete_run(trained_run):
+    run_dir = trained_run / "run"
+    for name in ("config.yaml", "model/model.json", "model/weights.pt", "checkpoints/last.ckpt",
+                 "logs/metrics.csv", "test_scores.json", "test.hyp.tgt"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tokenizers").glob("*.model"))
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    scores = json.loads((run_dir / "test_scores.json").read_text())
+    assert scores["bleu"]["score"] > 90, scores["bleu"]
+    assert scores["bleu"]["signature"].startswith("nrefs:1|case:mixed")
+
+
+def test_evaluate_reports_scores_and_gates_on_min_bleu(trained_run):
+    common = ["seq2seq-evaluate", "model=run/model", "src=corpus/test.src", "ref=corpus/test.tgt", "beam=3"]
+    passed = run([*common, "min_bleu=90", "json=scores.json", "output=hyps.txt"], cwd=trained_run)
+    assert "BLEU" in passed.stdout and "chrF" in passed.stdout and "TER" in passed.stdout
+    scores = json.loads((trained_run / "scores.json").read_text())
+    assert scores["bleu"]["score"] > 90 and scores["sentences"] == 100
+    assert "tok:13a" in scores["bleu"]["signature"]
+    hyps = (trained_run / "hyps.txt").read_text().splitlines()
+    refs = (trained_run / "corpus" / "test.tgt").read_text().splitlines()
+    assert len(hyps) == 100 and sum(h == r for h, r in zip(hyps, refs)) > 80
+
+    failed = run([*common, "min_bleu=99.99"], cwd=trained_run, check=False)
+    worse = scores["bleu"]["score"] < 99.99
+    assert failed.returncode == (1 if worse else 0)
+    if worse:
+        assert "below min_bleu=99.99" in failed.stderr
+
+
+def test_untrained_model_does_not_pass_the_gate(trained_run, tmp_path):
+    """The gate can fail: a model trained for a handful of steps stays far below the floor."""
+    result = run(["seq2seq-train", *TINY_REVERSAL, f"data.data_dir={trained_run / 'corpus'}",
+                  "trainer.max_steps=3", "evaluate_test=false", "hydra.run.dir=weak"], cwd=tmp_path)
+    assert result.returncode == 0
+    gate = run(["seq2seq-evaluate", "model=weak/model", f"src={trained_run}/corpus/test.src",
+                f"ref={trained_run}/corpus/test.tgt", "min_bleu=50"], cwd=tmp_path, check=False)
+    assert gate.returncode == 1
+    assert "below min_bleu=50" in gate.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model=missing_dir", "src=a", "ref=b"], "model directory not found"),
+    (["model=run/model", "src=corpus/nothing.src", "ref=corpus/test.tgt"], "file not found"),
+    (["model=run/model", "src=corpus/test.src", "ref=corpus/train.tgt"], "has 100 lines but"),
+    (["model=run/model", "src=corpus/test.src", "ref=corpus/test.tgt", "beam=0"], "beam=0"),
+])
+def test_evaluate_user_errors_are_one_line(trained_run, args, message):
+    result = run(["seq2seq-evaluate", *args], cwd=trained_run, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

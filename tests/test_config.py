@@ -1,0 +1,53 @@
+"""Every experiment composes, and its data, model and system instantiate."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from seq2seq.cli.common import CONF_DIR
+from seq2seq.systems import TranslationSystem
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+def compose_train(overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+
+
+def test_there_are_experiments():
+    assert "multi30k_de_en" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_instantiates(experiment, tmp_path):
+    cfg = compose_train([f"experiment={experiment}", f"paths.data_root={tmp_path}",
+                         f"paths.cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/run",
+                         "hydra.runtime.output_dir=" + str(tmp_path / "run")])
+    container = OmegaConf.to_container(cfg, resolve=False)
+    assert "model" in container and "trainer" in container
+    model = instantiate(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    datamodule = instantiate(cfg.data, tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
+                             _convert_="all")
+    assert datamodule.src_lang and datamodule.tgt_lang
+    TranslationSystem(model, **OmegaConf.to_container(cfg.optim, resolve=True),
+                      **OmegaConf.to_container(cfg.validation, resolve=True))
+
+
+@pytest.mark.parametrize("attention", ["none", "bahdanau", "luong_dot", "luong_general", "luong_concat"])
+def test_every_attention_override_builds(attention, tmp_path):
+    cfg = compose_train(["experiment=multi30k_de_en", f"model.attention={attention}",
+                         f"hydra.run.dir={tmp_path}"])
+    assert instantiate(cfg.model).config["attention"] == attention
+
+
+def test_data_root_defaults_to_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEQ2SEQ_DATA", str(tmp_path))
+    cfg = compose_train(["experiment=multi30k_de_en"])
+    assert cfg.data.data_dir == f"{tmp_path}/multi30k"
