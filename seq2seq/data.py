@@ -159,11 +159,15 @@ def encode_parallel(
 class TokenBatchSampler(Sampler[list[int]]):
     """Batches of similar-length pairs holding at most `max_tokens` padded tokens each.
 
-    Each epoch: shuffle (seed + epoch), sort by length within large pools so neighbours have
-    similar lengths (little padding), cut batches by padded token count, shuffle the batch order.
-    Under DDP each rank takes every `num_replicas`-th batch; the batch list is first padded by
+    The batches are cut once: positions are shuffled (by `seed`), sorted by length, and cut by
+    padded token count, so neighbours have similar lengths and padding stays low. Every epoch
+    shuffles the order of those batches (by `seed + epoch`). Keeping the batches fixed keeps
+    their number fixed, which Lightning relies on: it reads the epoch length once and plans
+    validation by it (fairseq fixes its batches the same way).
+
+    Under DDP each rank takes every `num_replicas`-th batch; the list is first padded by
     repetition to a multiple of `num_replicas` so every rank runs the same number of steps
-    (a rank that runs out early would leave the others waiting in an all-reduce).
+    (a rank that ran out early would leave the others waiting in an all-reduce).
     """
 
     def __init__(
@@ -175,63 +179,49 @@ class TokenBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
-        pool_factor: int = 100,
     ) -> None:
         if max_tokens <= 0:
             raise UserError(f"data.max_tokens={max_tokens} must be positive")
-        self.src_lengths = list(src_lengths)
-        self.tgt_lengths = list(tgt_lengths)
-        self.max_tokens = max_tokens
         self.shuffle = shuffle
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
-        self.pool_factor = pool_factor
         self.epoch = 0
-        self._cache: tuple[int, list[list[int]]] | None = None
+        n = len(src_lengths)
+        order = list(range(n))
+        if shuffle:
+            # Random order first, then a stable sort: equal-length pairs land in random batches.
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+        order.sort(key=lambda i: (src_lengths[i], tgt_lengths[i]))
+        batches, current, width = [], [], 0
+        for i in order:
+            longest = max(width, src_lengths[i], tgt_lengths[i])
+            if current and longest * (len(current) + 1) > max_tokens:
+                batches.append(current)
+                current, longest = [], max(src_lengths[i], tgt_lengths[i])
+            current.append(i)
+            width = longest
+        if current:
+            batches.append(current)
+        self.batches = batches
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _all_batches(self) -> list[list[int]]:
-        if self._cache is not None and self._cache[0] == self.epoch:
-            return self._cache[1]
-        n = len(self.src_lengths)
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
-        # Sorting the whole corpus would give the same batches every epoch (only their order
-        # would change); sorting within pools of ~pool_factor batches keeps some randomness.
-        length = lambda i: (self.src_lengths[i], self.tgt_lengths[i])  # noqa: E731
+    def _epoch_batches(self) -> list[list[int]]:
+        batches = self.batches
         if self.shuffle:
-            avg = max(1, sum(self.tgt_lengths) // max(n, 1))
-            pool = max(1, self.pool_factor * self.max_tokens // avg)
-            order = [i for start in range(0, n, pool) for i in sorted(order[start:start + pool], key=length)]
-        else:
-            order.sort(key=length)
-        batches, current, longest = [], [], 0
-        for i in order:
-            width = max(longest, self.src_lengths[i], self.tgt_lengths[i])
-            if current and width * (len(current) + 1) > self.max_tokens:
-                batches.append(current)
-                current, width = [], max(self.src_lengths[i], self.tgt_lengths[i])
-            current.append(i)
-            longest = width
-        if current:
-            batches.append(current)
-        if self.shuffle:
-            perm = torch.randperm(len(batches), generator=generator).tolist()
-            batches = [batches[j] for j in perm]
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            batches = [batches[j] for j in torch.randperm(len(batches), generator=generator).tolist()]
         if self.num_replicas > 1:
-            short = -len(batches) % self.num_replicas
-            batches = batches + batches[:short]
-        self._cache = (self.epoch, batches)
+            batches = batches + batches[: -len(batches) % self.num_replicas]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self._all_batches()[self.rank::self.num_replicas]
+        yield from self._epoch_batches()[self.rank::self.num_replicas]
 
     def __len__(self) -> int:
-        return math.ceil(len(self._all_batches()) / self.num_replicas)
+        return math.ceil(len(self.batches) / self.num_replicas)
 
 
 def padding_ratio(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:
