@@ -1,4 +1,4 @@
-"""Decoding strategies as functions over a `Seq2Seq`: greedy and batched beam search.
+"""Decoding strategies as functions over a `Seq2Seq`: greedy, batched beam search, sampling.
 
 Both work on whole batches. Beam search keeps B*K hypotheses in one tensor; a sentence whose
 search is over leaves the batch, so the remaining steps only pay for sentences still being
@@ -40,8 +40,12 @@ def greedy_search(
     max_len_ratio: float = 2.0,
     max_len_offset: int = 10,
     return_attention: bool = False,
+    choose=None,
 ) -> list[list[Hypothesis]]:
-    """Most probable token at each step; one hypothesis per sentence."""
+    """Most probable token at each step (or the one `choose` picks); one hypothesis per sentence.
+
+    `choose` maps (B, V) log-probabilities to (B,) tokens; sampling plugs in here.
+    """
     enc, state = model.encode(src, src_lengths)
     batch = src.size(0)
     limits = max_output_lengths(src_lengths, max_len_ratio, max_len_offset).to(src.device)
@@ -55,7 +59,11 @@ def greedy_search(
         last = limits[alive] - 1 == t
         log_probs[last, :] = float("-inf")
         log_probs[last, EOS_ID] = 0.0
-        best_scores, best = log_probs.max(dim=-1)
+        if choose is None:
+            best_scores, best = log_probs.max(dim=-1)
+        else:
+            best = choose(log_probs)
+            best_scores = log_probs.gather(1, best.unsqueeze(1)).squeeze(1)
         for row, (sent, tok, sc) in enumerate(zip(alive.tolist(), best.tolist(), best_scores.tolist())):
             scores[sent] += sc
             if return_attention and weights is not None:
@@ -85,6 +93,7 @@ def beam_search(
     max_len_ratio: float = 2.0,
     max_len_offset: int = 10,
     return_attention: bool = False,
+    no_repeat_ngram_size: int = 0,
 ) -> list[list[Hypothesis]]:
     """Batched beam search; returns the `nbest` best hypotheses per sentence, best first.
 
@@ -114,6 +123,8 @@ def beam_search(
         log_probs, state, weights = model.decode_step(prev, state, enc)  # (B'*K, V)
         vocab = log_probs.size(-1)
         at_limit = (limits[alive] - 1 == t).repeat_interleave(k)
+        if no_repeat_ngram_size > 0:
+            ban_repeated_ngrams(log_probs, history, no_repeat_ngram_size)
         log_probs[at_limit, :] = float("-inf")
         log_probs[at_limit, EOS_ID] = 0.0
         candidates = (scores.view(-1, 1) + log_probs).view(len(alive), k * vocab)
@@ -172,12 +183,101 @@ def beam_search(
     return results
 
 
+def ban_repeated_ngrams(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> None:
+    """Forbid, in place, each token that would complete an n-gram already in its row's history.
+
+    log_probs: (R, V); history: (R, t) tokens so far. The (n-1) last tokens are the prefix;
+    every earlier occurrence of that prefix bans the token that followed it.
+    """
+    t = history.size(1)
+    if t < n:
+        return
+    rows = history.tolist()
+    for r, tokens in enumerate(rows):
+        prefix = tokens[t - n + 1:] if n > 1 else []
+        for start in range(t - n + 1):
+            if tokens[start:start + n - 1] == prefix:
+                log_probs[r, tokens[start + n - 1]] = float("-inf")
+
+
+@torch.no_grad()
+def sample(
+    model,
+    src: torch.Tensor,  # (B, S)
+    src_lengths: torch.Tensor,  # (B,)
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    max_len_ratio: float = 2.0,
+    max_len_offset: int = 10,
+    generator: torch.Generator | None = None,
+    return_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """Ancestral sampling: `num_samples` independent draws per sentence, highest score first.
+
+    The distribution is p^(1/temperature), restricted to the `top_k` most probable tokens
+    and/or the smallest set whose probability reaches `top_p` (nucleus sampling, Holtzman et al.
+    2020). Scores are the sampled tokens' log-probabilities under the model, unmodified.
+    """
+    check_sampling(temperature, top_k, top_p)
+    batch = src.size(0)
+    expand = torch.arange(batch, device=src.device).repeat_interleave(num_samples)
+    results = greedy_search(model, src.index_select(0, expand), src_lengths.index_select(0, expand),
+                            max_len_ratio, max_len_offset, return_attention,
+                            choose=lambda log_probs: sample_tokens(log_probs, temperature, top_k, top_p, generator))
+    grouped = []
+    for sent in range(batch):
+        draws = [results[sent * num_samples + j][0] for j in range(num_samples)]
+        grouped.append(sorted(draws, key=lambda h: h.score, reverse=True))
+    return grouped
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    if not temperature > 0:
+        raise UserError(f"temperature={temperature} must be greater than 0")
+    if top_k < 0:
+        raise UserError(f"top_k={top_k} must be 0 (off) or positive")
+    if not 0.0 < top_p <= 1.0:
+        raise UserError(f"top_p={top_p} must be in (0, 1]")
+
+
+def sample_tokens(log_probs: torch.Tensor, temperature: float, top_k: int, top_p: float,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """(R, V) log-probabilities -> (R,) sampled token ids."""
+    logits = log_probs / temperature
+    if top_k > 0 and top_k < logits.size(-1):
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # Drop a token when the tokens before it already reach top_p; the first always stays.
+        drop = probs.cumsum(-1) - probs >= top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
 def decode(model, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int = 1, **options
            ) -> list[list[Hypothesis]]:
-    """Greedy for beam 1 without n-best, beam search otherwise."""
-    if beam_size == 1 and options.get("nbest", 1) == 1:
-        options.pop("nbest", None)
+    """One entry point for every front end.
+
+    Sampling when `sampling=True` (nbest = number of samples); greedy for beam 1 without
+    n-best or n-gram blocking; batched beam search otherwise.
+    """
+    sampling = options.pop("sampling", False)
+    temperature = options.pop("temperature", 1.0)
+    top_k, top_p = options.pop("top_k", 0), options.pop("top_p", 1.0)
+    generator = options.pop("generator", None)
+    if sampling:
         options.pop("length_penalty_alpha", None)
+        options.pop("no_repeat_ngram_size", None)
+        return sample(model, src, src_lengths, num_samples=options.pop("nbest", 1), temperature=temperature,
+                      top_k=top_k, top_p=top_p, generator=generator, **options)
+    if beam_size == 1 and options.get("nbest", 1) == 1 and not options.get("no_repeat_ngram_size"):
+        for unused in ("nbest", "length_penalty_alpha", "no_repeat_ngram_size"):
+            options.pop(unused, None)
         return greedy_search(model, src, src_lengths, **options)
     return beam_search(model, src, src_lengths, beam_size=beam_size, **options)
 

@@ -11,7 +11,7 @@ import torch
 from seq2seq.bundle import Bundle, load_bundle
 from seq2seq.data import pad_sequences
 from seq2seq.errors import UserError
-from seq2seq.search import Hypothesis, decode
+from seq2seq.search import Hypothesis, check_sampling, decode
 
 
 @dataclass
@@ -75,12 +75,28 @@ class Translator:
         max_len_offset: int = 10,
         batch_tokens: int = 4000,
         return_attention: bool = False,
+        no_repeat_ngram_size: int = 0,
+        sampling: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
     ) -> Iterator[tuple[list[int], list[list[ScoredTranslation]]]]:
-        """Yields (positions, n-best lists) batch by batch, longest sources first."""
+        """Yields (positions, n-best lists) batch by batch, longest sources first.
+
+        With `sampling`, `nbest` is the number of samples per sentence and `beam` is unused.
+        """
         if beam < 1:
             raise UserError(f"beam={beam} must be at least 1")
-        if not 1 <= nbest <= beam:
+        if nbest < 1 or (not sampling and nbest > beam):
             raise UserError(f"nbest={nbest} must be between 1 and beam={beam}")
+        if no_repeat_ngram_size < 0:
+            raise UserError(f"no_repeat_ngram_size={no_repeat_ngram_size} must be 0 (off) or positive")
+        if sampling:
+            check_sampling(temperature, top_k, top_p)
+        generator = None
+        if sampling and seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
         ids = self.src_tokenizer.encode(lines)
         for positions in length_sorted_batches([len(s) for s in ids], batch_tokens):
             src = pad_sequences([ids[i] for i in positions]).to(self.device)
@@ -88,12 +104,16 @@ class Translator:
             results: list[list[Hypothesis]] = decode(
                 self.model, src, lengths, beam_size=beam, nbest=nbest,
                 length_penalty_alpha=length_penalty, max_len_ratio=max_len_ratio,
-                max_len_offset=max_len_offset, return_attention=return_attention)
+                max_len_offset=max_len_offset, return_attention=return_attention,
+                no_repeat_ngram_size=no_repeat_ngram_size, sampling=sampling, temperature=temperature,
+                top_k=top_k, top_p=top_p, generator=generator)
             texts = self.tgt_tokenizer.decode([h.tokens for hyps in results for h in hyps])
             out, cursor = [], 0
-            for hyps in results:
-                out.append([ScoredTranslation(texts[cursor + j], h.score, h.tokens, h.attention)
-                             for j, h in enumerate(hyps)])
+            for position, hyps in zip(positions, results):
+                width = max(len(ids[position]), 1)  # drop the batch's padding columns
+                out.append([ScoredTranslation(texts[cursor + j], h.score, h.tokens,
+                                              None if h.attention is None else h.attention[:, :width])
+                            for j, h in enumerate(hyps)])
                 cursor += len(hyps)
             yield positions, out
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +56,37 @@ def random_batch(lengths: list[int], vocab: int = 23, seed: int = 0) -> tuple[to
 @pytest.fixture
 def reversal_corpus(tmp_path: Path) -> Path:
     return make_reversal_corpus(tmp_path / "corpus", {"train": 400, "val": 40, "test": 40})
+
+
+BIN = Path(sys.executable).parent
+
+# A small model that learns to reverse word sequences in a few epochs on a CPU.
+TINY_REVERSAL = [
+    "data=parallel", "data.src_lang=src", "data.tgt_lang=tgt", "data.max_tokens=400",
+    "tokenizer.vocab_size=24", "tokenizer.model_type=word", "tokenizer.joint=false",
+    "model.embed_dim=32", "model.encoder_hidden_size=32", "model.decoder_hidden_size=64",
+    "model.encoder_layers=1", "model.dropout=0.0", "optim.lr=0.005",
+    "trainer.enable_progress_bar=false", "paths.cache_dir=cache",
+]
+
+
+def run(command: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """A console script of this environment in a subprocess; fails loudly unless check=False."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    result = subprocess.run([str(BIN / command[0]), *command[1:]], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=600, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command[0]} exited {result.returncode}:\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def trained_reversal(tmp_path_factory) -> Path:
+    """A folder with corpus/ and run/ (run/model is the model): trained once per test session."""
+    work = tmp_path_factory.mktemp("reversal")
+    make_reversal_corpus(work / "corpus", {"train": 2500, "val": 100, "test": 100}, seed=11)
+    result = run(["seq2seq-train", *TINY_REVERSAL, "data.data_dir=corpus", "trainer.max_epochs=4",
+                  "hydra.run.dir=run"], cwd=work)
+    assert "model written to" in result.stdout
+    return work

@@ -2,46 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import make_reversal_corpus
 
-BIN = Path(sys.executable).parent
-
-
-def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    result = subprocess.run([str(BIN / command[0]), *command[1:]], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{command[0]} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-TINY_REVERSAL = [
-    "data=parallel", "data.src_lang=src", "data.tgt_lang=tgt", "data.max_tokens=400",
-    "tokenizer.vocab_size=24", "tokenizer.model_type=word", "tokenizer.joint=false",
-    "model.embed_dim=32", "model.encoder_hidden_size=32", "model.decoder_hidden_size=64",
-    "model.encoder_layers=1", "model.dropout=0.0", "optim.lr=0.005",
-    "trainer.enable_progress_bar=false", "paths.cache_dir=cache",
-]
+from conftest import TINY_REVERSAL, run
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """Train a reversal model once for the tests of this module."""
-    work = tmp_path_factory.mktemp("e2e")
-    make_reversal_corpus(work / "corpus", {"train": 2500, "val": 100, "test": 100}, seed=11)
-    result = run(["seq2seq-train", *TINY_REVERSAL, "data.data_dir=corpus", "trainer.max_epochs=4",
-                  "hydra.run.dir=run"], cwd=work)
-    assert "model written to" in result.stdout
-    return work
+def trained_run(trained_reversal) -> Path:
+    return trained_reversal
 
 
 def test_training_learns_the_task_and_leaves_a_complete_run(trained_run):
@@ -53,6 +26,10 @@ def test_training_learns_the_task_and_leaves_a_complete_run(trained_run):
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     scores = json.loads((run_dir / "test_scores.json").read_text())
     assert scores["bleu"]["score"] > 90, scores["bleu"]
+    # Validation ran after every epoch (Lightning plans validation by the epoch length).
+    with open(run_dir / "logs" / "metrics.csv") as handle:
+        validated = {row["epoch"] for row in csv.DictReader(handle) if row.get("val/bleu")}
+    assert validated == {"0", "1", "2", "3"}
     assert scores["bleu"]["signature"].startswith("nrefs:1|case:mixed")
 
 

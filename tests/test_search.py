@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from seq2seq.errors import UserError
-from seq2seq.search import beam_search, greedy_search, max_output_lengths
+from seq2seq.search import (ban_repeated_ngrams, beam_search, greedy_search, max_output_lengths, sample,
+                            sample_tokens)
 from seq2seq.tokenizer import EOS_ID
 
 from conftest import random_batch, tiny_model
@@ -78,3 +79,45 @@ def test_bad_beam_settings():
         beam_search(model, src, lengths, beam_size=0)
     with pytest.raises(UserError):
         beam_search(model, src, lengths, beam_size=2, nbest=3)
+
+
+def test_no_repeat_ngram_blocks_repeats():
+    model = trained_ish_model()
+    src, lengths = random_batch([6, 5, 7], seed=8)
+    for n in (1, 2):
+        for hyps in beam_search(model, src, lengths, beam_size=3, nbest=3, no_repeat_ngram_size=n,
+                                max_len_offset=15):
+            for h in hyps:
+                grams = [tuple(h.tokens[i:i + n]) for i in range(len(h.tokens) - n + 1)]
+                assert len(grams) == len(set(grams))
+
+
+def test_ban_repeated_ngrams_is_exact():
+    log_probs = torch.zeros(1, 10)
+    ban_repeated_ngrams(log_probs, torch.tensor([[5, 6, 7, 5]]), 2)
+    assert torch.isinf(log_probs[0]).nonzero().squeeze(1).tolist() == [6]  # "5 6" already seen
+
+
+def test_sampling_restricts_to_top_k_and_top_p():
+    log_probs = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(2000, 4)
+    generator = torch.Generator().manual_seed(0)
+    top1 = sample_tokens(log_probs, 1.0, 1, 1.0, generator)
+    assert set(top1.tolist()) == {0}
+    nucleus = sample_tokens(log_probs, 1.0, 0, 0.75, generator)
+    assert set(nucleus.tolist()) == {0, 1}  # 0.5 + 0.3 reaches 0.75; 2 and 3 never drawn
+    counts = torch.bincount(sample_tokens(log_probs, 1.0, 0, 1.0, generator), minlength=4).float() / 2000
+    assert torch.allclose(counts, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.04)
+    cold = sample_tokens(log_probs, 0.05, 0, 1.0, generator)
+    assert (cold == 0).float().mean() > 0.99
+
+
+def test_samples_per_sentence_and_bad_settings():
+    model = trained_ish_model()
+    src, lengths = random_batch([4, 6], seed=9)
+    results = sample(model, src, lengths, num_samples=4, generator=torch.Generator().manual_seed(1))
+    assert [len(r) for r in results] == [4, 4]
+    for hyps in results:
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+    for bad in ({"temperature": 0.0}, {"top_k": -1}, {"top_p": 1.5}, {"top_p": 0.0}):
+        with pytest.raises(UserError):
+            sample(model, src, lengths, **bad)

@@ -1,0 +1,303 @@
+"""seq2seq-translate: an interactive prompt, or files and pipes translated in streaming batches.
+
+    seq2seq-translate model=outputs/.../model                       # prompt (terminal on stdin)
+    seq2seq-translate model=... input=news.de output=news.en beam=5
+    cat news.de | seq2seq-translate model=... nbest=3 > out.tsv
+    seq2seq-translate model=... input=- plot_attention=attn/
+
+Output: one detokenized translation per input line, in input order. With nbest > 1 each input
+line gives `nbest` rows `line<TAB>rank<TAB>score<TAB>translation` (line and rank from 0, best
+first; score = summed log-probability, length-normalized for beam search).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+import hydra
+from omegaconf import DictConfig
+
+from seq2seq.cli.common import APPS_CONF_DIR, user_errors_to_exit
+from seq2seq.errors import UserError
+from seq2seq.translator import ScoredTranslation, Translator
+
+HELP = """commands:
+  :help                 this text
+  :beam N               beam size (1 = greedy)
+  :nbest N              show the N best translations with scores
+  :lp X                 length penalty alpha (0 = off)
+  :norepeat N           forbid repeating n-grams of size N (0 = off)
+  :sample on|off        sample instead of beam search
+  :temperature X  :top_k N  :top_p X   sampling settings
+  :settings             show the current settings
+  :quit                 leave (Ctrl-D and Ctrl-C also do)
+Any other line is translated."""
+
+# name -> (config key, parser); the prompt's commands change these settings.
+SETTINGS = {
+    "beam": ("beam", int), "nbest": ("nbest", int), "lp": ("length_penalty", float),
+    "norepeat": ("no_repeat_ngram_size", int), "temperature": ("temperature", float),
+    "top_k": ("top_k", int), "top_p": ("top_p", float),
+}
+
+
+def decoding_options(cfg: DictConfig) -> dict:
+    return {
+        "beam": cfg.beam, "nbest": cfg.nbest, "length_penalty": cfg.length_penalty,
+        "max_len_ratio": cfg.max_len_ratio, "max_len_offset": cfg.max_len_offset,
+        "batch_tokens": cfg.batch_tokens, "no_repeat_ngram_size": cfg.no_repeat_ngram_size,
+        "sampling": cfg.sampling, "temperature": cfg.temperature, "top_k": cfg.top_k,
+        "top_p": cfg.top_p, "seed": cfg.seed,
+    }
+
+
+def read_utf8_lines(handle: IO[bytes], name: str) -> Iterator[str]:
+    """Lines of a binary stream, decoded; invalid UTF-8 names the line."""
+    for number, raw in enumerate(handle, start=1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as error:
+            raise UserError(f"{name}:{number}: invalid UTF-8 (byte {error.start} of the line)") from None
+
+
+def format_nbest(line_index: int, hyps: list[ScoredTranslation]) -> str:
+    return "".join(f"{line_index}\t{rank}\t{h.score:.4f}\t{h.text}\n" for rank, h in enumerate(hyps))
+
+
+def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def clip_long_lines(translator: Translator, lines: list[str], first_line: int, limit: int) -> list[str]:
+    """Truncate lines longer than `limit` pieces, warning once per line on stderr."""
+    if limit <= 0:
+        return lines
+    clipped = []
+    for offset, line in enumerate(lines):
+        pieces = translator.src_tokenizer.encode_pieces(line)
+        if len(pieces) > limit:
+            print(f"warning: line {first_line + offset + 1} has {len(pieces)} pieces; "
+                  f"translating the first {limit} (max_input_pieces)", file=sys.stderr)
+            line = translator.src_tokenizer.decode([translator.src_tokenizer.encode([line])[0][:limit]])[0]
+        clipped.append(line)
+    return clipped
+
+
+def translate_stream(translator: Translator, lines: Iterable[str], out: IO[str], cfg: DictConfig,
+                     progress=None) -> int:
+    """Translate `lines` chunk by chunk, writing each chunk's outputs in input order."""
+    options = decoding_options(cfg)
+    plot_dir = Path(cfg.plot_attention) if cfg.plot_attention else None
+    if plot_dir is not None:
+        plot_dir.mkdir(parents=True, exist_ok=True)
+    done = 0
+    for chunk in chunks(lines, max(1, cfg.chunk_lines)):
+        chunk = clip_long_lines(translator, chunk, done, cfg.max_input_pieces)
+        results = translator.translate(chunk, return_hypotheses=True, return_attention=plot_dir is not None,
+                                       **options)
+        for offset, hyps in enumerate(results):
+            index = done + offset
+            if cfg.nbest > 1:
+                out.write(format_nbest(index, hyps))
+            else:
+                out.write(hyps[0].text + "\n")
+            if plot_dir is not None and hyps[0].attention is not None:
+                save_attention(translator, chunk[offset], hyps[0], plot_dir / f"{index:06d}")
+        out.flush()
+        done += len(chunk)
+        if progress is not None:
+            progress.update(len(chunk))
+    return done
+
+
+def save_attention(translator: Translator, source: str, hyp: ScoredTranslation, stem: Path) -> None:
+    """A heatmap PNG (target pieces down, source pieces across) and the alignment as JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    src_pieces = translator.src_tokenizer.encode_pieces(source) or ["<empty>"]
+    tgt_pieces = translator.tgt_tokenizer.id_to_piece(hyp.tokens) + ["</s>"]
+    weights = hyp.attention[: len(tgt_pieces), : len(src_pieces)].tolist()
+    stem.with_suffix(".json").write_text(json.dumps(
+        {"source": source, "translation": hyp.text, "source_pieces": src_pieces,
+         "target_pieces": tgt_pieces, "attention": weights}, ensure_ascii=False) + "\n", encoding="utf-8")
+    fig, ax = plt.subplots(figsize=(max(4, 0.4 * len(src_pieces) + 2), max(3, 0.35 * len(tgt_pieces) + 1.5)))
+    ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(src_pieces)), src_pieces, rotation=90)
+    ax.set_yticks(range(len(tgt_pieces)), tgt_pieces)
+    ax.set_xlabel("source")
+    ax.set_ylabel("translation")
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"), dpi=100)
+    plt.close(fig)
+
+
+@contextmanager
+def open_output(path: str | None) -> Iterator[IO[str]]:
+    """stdout, or a temporary file beside `path` renamed into place only on success."""
+    if path is None:
+        yield sys.stdout
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"output={path} is a directory; give a file name")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
+                                         delete=False)
+    try:
+        with handle:
+            yield handle
+    except BaseException:
+        os.unlink(handle.name)
+        raise
+    os.replace(handle.name, target)
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def translate_file(translator: Translator, cfg: DictConfig) -> None:
+    if cfg.input == "-":
+        source, name, total = sys.stdin.buffer, "<stdin>", None
+    else:
+        path = Path(cfg.input)
+        if not path.exists():
+            raise UserError(f"{path}: file not found")
+        if path.is_dir():
+            raise UserError(f"{path}: is a directory, expected a text file")
+        source, name, total = open(path, "rb"), str(path), count_lines(path)
+    progress = None
+    if cfg.progress and total is not None:
+        from tqdm import tqdm
+
+        progress = tqdm(total=total, unit="line", file=sys.stderr, dynamic_ncols=True)
+    try:
+        with open_output(cfg.output) as out:
+            translate_stream(translator, read_utf8_lines(source, name), out, cfg, progress)
+    finally:
+        if progress is not None:
+            progress.close()
+        if source is not sys.stdin.buffer:
+            source.close()
+
+
+def interactive(translator: Translator, cfg: DictConfig) -> None:
+    """A read-translate-print loop with line editing and history (readline)."""
+    try:
+        import readline
+
+        history = Path.home() / ".seq2seq_translate_history"
+        if history.is_file():
+            readline.read_history_file(history)
+    except (ImportError, OSError):
+        readline, history = None, None
+    options = decoding_options(cfg)
+    limit = cfg.max_input_pieces
+    print(f"seq2seq-translate: {cfg.model} ({translator.device}). Type a sentence, or :help.", file=sys.stderr)
+    try:
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                print(file=sys.stderr)
+                break
+            line = line.strip()
+            if not line:
+                print("(empty line: type a sentence to translate, or :help)")
+                continue
+            if line.startswith(":"):
+                if not run_command(line, options):
+                    break
+                continue
+            pieces = translator.src_tokenizer.encode_pieces(line)
+            if limit > 0 and len(pieces) > limit:
+                print(f"(line too long: {len(pieces)} pieces, the limit is {limit}; split it)")
+                continue
+            try:
+                hyps = translator.translate([line], return_hypotheses=True, **options)[0]
+            except UserError as error:
+                print(f"(error: {error})")
+                continue
+            if options["nbest"] > 1:
+                for rank, h in enumerate(hyps):
+                    print(f"{rank}\t{h.score:.4f}\t{h.text}")
+            else:
+                print(hyps[0].text)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+    finally:
+        if readline is not None and history is not None:
+            try:
+                readline.write_history_file(history)
+            except OSError:
+                pass
+
+
+def run_command(line: str, options: dict) -> bool:
+    """Apply a `:command`; False means quit."""
+    name, _, value = line[1:].partition(" ")
+    name, value = name.strip().lower(), value.strip()
+    if name in ("quit", "q", "exit"):
+        return False
+    if name == "help":
+        print(HELP)
+    elif name == "settings":
+        print(" ".join(f"{k}={v}" for k, v in options.items() if k not in ("max_len_offset", "batch_tokens")))
+    elif name == "sample":
+        if value not in ("on", "off"):
+            print("(usage: :sample on|off)")
+        else:
+            options["sampling"] = value == "on"
+            print(f"sampling={options['sampling']}")
+    elif name in SETTINGS:
+        key, parse = SETTINGS[name]
+        try:
+            options[key] = parse(value)
+        except ValueError:
+            print(f"(usage: :{name} {parse.__name__.upper()})")
+        else:
+            print(f"{key}={options[key]}")
+    else:
+        print(f"(unknown command :{name}; :help lists them)")
+    return True
+
+
+@user_errors_to_exit
+def translate(cfg: DictConfig) -> None:
+    if cfg.model is None:
+        raise UserError("model= is required: the path of a model directory (a run's 'model' folder)")
+    translator = Translator.load(cfg.model, device=cfg.device)
+    # Check the decoding settings once, before any input is read.
+    translator.translate([], **decoding_options(cfg))
+    if cfg.input is None and sys.stdin.isatty():
+        interactive(translator, cfg)
+        return
+    if cfg.input is None:
+        cfg.input = "-"
+    translate_file(translator, cfg)
+
+
+@hydra.main(config_path=APPS_CONF_DIR, config_name="translate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    translate(cfg)
+
+
+if __name__ == "__main__":
+    main()
