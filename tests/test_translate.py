@@ -177,5 +177,14 @@ def test_interactive_prompt(model_dir, tmp_path):
     term.expect("line too long")
     term.send(":help\n")
     term.expect(":quit")
+    term.expect("> ")  # readline owns the terminal again: Ctrl-D now reads as end of input
     term.send("\x04")  # Ctrl-D
     assert term.process.wait(timeout=30) == 0
+
+
+def test_interactive_prompt_leaves_cleanly_on_ctrl_c(model_dir, tmp_path):
+    term = Terminal([str(BIN / "seq2seq-translate"), f"model={model_dir}"], tmp_path)
+    term.expect("> ")
+    term.send("\x03")  # Ctrl-C
+    assert term.process.wait(timeout=30) == 0
+    assert "Traceback" not in term.seen
