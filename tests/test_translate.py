@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -126,9 +128,15 @@ class Terminal:
         self.master, slave = os.openpty()
         env = dict(os.environ, PYTHONWARNINGS="ignore", HOME=str(cwd), TERM="dumb")
         self.process = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
-                                        close_fds=True)
+                                        close_fds=True, preexec_fn=self._controlling_terminal)
         os.close(slave)
         self.seen = ""
+
+    @staticmethod
+    def _controlling_terminal() -> None:
+        """Make the pty the child's controlling terminal, so Ctrl-C reaches it as SIGINT."""
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     def expect(self, text: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
@@ -185,6 +193,18 @@ def test_interactive_prompt(model_dir, tmp_path):
 def test_interactive_prompt_leaves_cleanly_on_ctrl_c(model_dir, tmp_path):
     term = Terminal([str(BIN / "seq2seq-translate"), f"model={model_dir}"], tmp_path)
     term.expect("> ")
-    term.send("\x03")  # Ctrl-C
-    assert term.process.wait(timeout=30) == 0
+    # A Ctrl-C that lands while readline is still switching terminal modes can be dropped by
+    # the terminal; a person would press it again, and so does the test (a few times at most).
+    code = None
+    try:
+        for _ in range(5):
+            term.send("\x03")  # Ctrl-C
+            try:
+                code = term.process.wait(timeout=5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        term.process.kill()
+    assert code == 0
     assert "Traceback" not in term.seen
