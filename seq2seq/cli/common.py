@@ -6,8 +6,10 @@ import functools
 import logging
 import os
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable, Iterator
 
 from seq2seq.errors import UserError
 
@@ -37,3 +39,24 @@ def user_errors_to_exit(task: Callable) -> Callable:
             sys.exit(2)
 
     return wrapper
+
+
+@contextmanager
+def open_output(path: str | None) -> Iterator[IO[str]]:
+    """stdout, or a temporary file beside `path` renamed into place only on success."""
+    if path is None:
+        yield sys.stdout
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"output={path} is a directory; give a file name")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
+                                         delete=False)
+    try:
+        with handle:
+            yield handle
+    except BaseException:
+        os.unlink(handle.name)
+        raise
+    os.replace(handle.name, target)

@@ -10,16 +10,14 @@ folder the model was trained from. Exit status: 0 on success, 1 when BLEU is bel
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from seq2seq.cli.common import APPS_CONF_DIR, user_errors_to_exit
+from seq2seq.cli.common import APPS_CONF_DIR, open_output, user_errors_to_exit
 from seq2seq.data import read_lines
 from seq2seq.errors import UserError
 from seq2seq.metrics import Score, score_corpus
@@ -41,15 +39,6 @@ def resolve_input(name: str, model_config: dict) -> Path:
     if data_dir and (Path(data_dir) / name).exists():
         return Path(data_dir) / name
     return path  # read_lines reports it as missing
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path` and rename: never a half-written output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                     delete=False) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
 
 
 @user_errors_to_exit
@@ -78,9 +67,11 @@ def evaluate(cfg: DictConfig) -> dict:
     print(format_scores(scores))
     print(f"{len(src_lines)} sentences decoded in {decoded - loaded:.2f} s (beam {cfg.beam})", file=sys.stderr)
     if cfg.output:
-        write_atomically(Path(cfg.output), "\n".join(hyps) + "\n")
+        with open_output(cfg.output) as out:
+            out.write("\n".join(hyps) + "\n")
     if cfg.json:
-        write_atomically(Path(cfg.json), json.dumps(result, indent=2) + "\n")
+        with open_output(cfg.json) as out:
+            out.write(json.dumps(result, indent=2) + "\n")
     if cfg.min_bleu is not None and scores["bleu"].score < cfg.min_bleu:
         print(f"error: BLEU {scores['bleu'].score:.2f} is below min_bleu={cfg.min_bleu}", file=sys.stderr)
         sys.exit(1)

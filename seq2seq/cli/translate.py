@@ -13,17 +13,14 @@ first; score = summed log-probability, length-normalized for beam search).
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
 import hydra
 from omegaconf import DictConfig
 
-from seq2seq.cli.common import APPS_CONF_DIR, user_errors_to_exit
+from seq2seq.cli.common import APPS_CONF_DIR, open_output, user_errors_to_exit
 from seq2seq.errors import UserError
 from seq2seq.translator import ScoredTranslation, Translator
 
@@ -145,27 +142,6 @@ def save_attention(translator: Translator, source: str, hyp: ScoredTranslation, 
     fig.tight_layout()
     fig.savefig(stem.with_suffix(".png"), dpi=100)
     plt.close(fig)
-
-
-@contextmanager
-def open_output(path: str | None) -> Iterator[IO[str]]:
-    """stdout, or a temporary file beside `path` renamed into place only on success."""
-    if path is None:
-        yield sys.stdout
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise UserError(f"output={path} is a directory; give a file name")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
-                                         delete=False)
-    try:
-        with handle:
-            yield handle
-    except BaseException:
-        os.unlink(handle.name)
-        raise
-    os.replace(handle.name, target)
 
 
 def count_lines(path: Path) -> int:
