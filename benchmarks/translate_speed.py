@@ -2,14 +2,15 @@
 
     python benchmarks/translate_speed.py model=benchmarks/results/runs/full/model
 
-Times greedy and beam-5 decoding in this process after the model is loaded (median of
-`repeats` runs), then the whole `seq2seq-translate` command for beam 5, and checks that its
-output scores the same BLEU as the in-process run. Prints a table and writes
+Times greedy and beam-5 decoding, in fp32 and with bf16 matrix products, in this process after
+the model is loaded (median of `repeats` runs), then the whole `seq2seq-translate` command for
+beam 5 (`command_precision`, bf16 by default), and scores its output for comparison. Prints a table and writes
 benchmarks/results/translate_speed.json.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import subprocess
@@ -30,6 +31,7 @@ def main() -> None:
     args = dict(a.split("=", 1) for a in sys.argv[1:])
     model_dir = Path(args["model"])
     repeats = int(args.get("repeats", 3))
+    command_precision = args.get("command_precision", "bf16")
     translator = Translator.load(model_dir, device="cpu")
     data_dir = Path(translator.bundle.config["data"]["data_dir"])
     src_path, ref_path = data_dir / "test_2016_flickr.de", data_dir / "test_2016_flickr.en"
@@ -37,7 +39,9 @@ def main() -> None:
 
     result: dict = {"model": str(model_dir), "sentences": len(sources), "torch": torch.__version__,
                     "threads": torch.get_num_threads()}
-    for name, beam in (("greedy", 1), ("beam5", 5)):
+    for precision, (mode, beam) in itertools.product(("fp32", "bf16"), (("greedy", 1), ("beam5", 5))):
+        translator.precision = precision
+        name = f"{mode}_{precision}"
         times, outputs = [], None
         for _ in range(repeats):
             start = time.perf_counter()
@@ -54,8 +58,10 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     subprocess.run([str(Path(sys.executable).parent / "seq2seq-translate"), f"model={model_dir}",
-                    f"input={src_path}", f"output={out_file}", "beam=5", "device=cpu", "progress=false"],
+                    f"input={src_path}", f"output={out_file}", "beam=5", "device=cpu", "progress=false",
+                    f"precision={command_precision}"],
                    check=True)
+    result["command_precision"] = command_precision
     result["beam5_command_seconds"] = round(time.perf_counter() - start, 3)
     result["beam5_command_bleu"] = round(score_corpus(read_lines(out_file), refs, ("bleu",))["bleu"].score, 2)
 

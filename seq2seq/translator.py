@@ -53,7 +53,12 @@ class Translator:
     >>> t.translate(["Ein Hund läuft im Park."], beam=5)     # doctest: +SKIP
     """
 
-    def __init__(self, bundle: Bundle, device: torch.device) -> None:
+    def __init__(self, bundle: Bundle, device: torch.device, precision: str = "fp32") -> None:
+        if precision not in ("fp32", "bf16"):
+            raise UserError(f"precision={precision!r} is not one of fp32, bf16")
+        # bf16 runs the matrix products in bfloat16 (about twice the fp32 rate on CPUs with
+        # AVX-512 BF16 or AMX, and on recent GPUs); weights stay fp32.
+        self.precision = precision
         self.bundle = bundle
         self.model = bundle.model
         self.device = device
@@ -61,9 +66,10 @@ class Translator:
         self.tgt_tokenizer = bundle.tokenizers["tgt"]
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "Translator":
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+             precision: str = "fp32") -> "Translator":
         device = pick_device(device)
-        return cls(load_bundle(path, device, expected_type="seq2seq"), device)
+        return cls(load_bundle(path, device, expected_type="seq2seq"), device, precision)
 
     def translate_batches(
         self,
@@ -101,12 +107,13 @@ class Translator:
         for positions in length_sorted_batches([len(s) for s in ids], batch_tokens):
             src = pad_sequences([ids[i] for i in positions]).to(self.device)
             lengths = torch.tensor([max(len(ids[i]), 1) for i in positions], device=self.device)
-            results: list[list[Hypothesis]] = decode(
-                self.model, src, lengths, beam_size=beam, nbest=nbest,
-                length_penalty_alpha=length_penalty, max_len_ratio=max_len_ratio,
-                max_len_offset=max_len_offset, return_attention=return_attention,
-                no_repeat_ngram_size=no_repeat_ngram_size, sampling=sampling, temperature=temperature,
-                top_k=top_k, top_p=top_p, generator=generator)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                results: list[list[Hypothesis]] = decode(
+                    self.model, src, lengths, beam_size=beam, nbest=nbest,
+                    length_penalty_alpha=length_penalty, max_len_ratio=max_len_ratio,
+                    max_len_offset=max_len_offset, return_attention=return_attention,
+                    no_repeat_ngram_size=no_repeat_ngram_size, sampling=sampling, temperature=temperature,
+                    top_k=top_k, top_p=top_p, generator=generator)
             texts = self.tgt_tokenizer.decode([h.tokens for hyps in results for h in hyps])
             out, cursor = [], 0
             for position, hyps in zip(positions, results):

@@ -48,7 +48,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.src is None or cfg.ref is None:
         raise UserError("src= and ref= are required: the source file to translate and its reference")
     start = time.perf_counter()
-    translator = Translator.load(cfg.model, device=cfg.device)
+    translator = Translator.load(cfg.model, device=cfg.device, precision=cfg.precision)
     config = translator.bundle.config
     src_path, ref_path = resolve_input(cfg.src, config), resolve_input(cfg.ref, config)
     src_lines, ref_lines = read_lines(src_path), read_lines(ref_path)

@@ -259,7 +259,7 @@ def run_command(line: str, options: dict) -> bool:
 def translate(cfg: DictConfig) -> None:
     if cfg.model is None:
         raise UserError("model= is required: the path of a model directory (a run's 'model' folder)")
-    translator = Translator.load(cfg.model, device=cfg.device)
+    translator = Translator.load(cfg.model, device=cfg.device, precision=cfg.precision)
     # Check the decoding settings once, before any input is read.
     translator.translate([], **decoding_options(cfg))
     if cfg.input is None and sys.stdin.isatty():
