@@ -74,3 +74,24 @@ def test_evaluate_user_errors_are_one_line(trained_run, args, message):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "train.tgt").write_text("ONE\n"), "train.src has 3 lines but"),
+    (lambda d: (d / "train.src").write_bytes(b"a b\nc \xff d\ne f\n"), "train.src:2: invalid UTF-8"),
+    (lambda d: (d / "val.tgt").unlink(), "val.tgt: file not found"),
+    (lambda d: (d / "train.src").write_text(""), "train.src: file is empty"),
+])
+def test_train_refuses_bad_corpora_in_one_line(tmp_path, damage, message):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "val"):
+        (corpus / f"{split}.src").write_text("a b\nc d\ne f\n")
+        (corpus / f"{split}.tgt").write_text("B A\nD C\nF E\n")
+    damage(corpus)
+    result = run(["seq2seq-train", *TINY_REVERSAL, "data.data_dir=corpus", "hydra.run.dir=run"],
+                 cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
