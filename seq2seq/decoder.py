@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seq2seq.attention import Attention
@@ -97,11 +98,12 @@ class Decoder(nn.Module):
 
     def init_state(self, final_h: torch.Tensor, final_c: torch.Tensor) -> DecoderState:
         """Initial state from the encoder's final (h, c), each (B, Hk)."""
-        batch = final_h.size(0)
-        # c is included because it carries most of an LSTM's memory; h and c get separate maps.
-        bridged = self.bridge(torch.cat([final_h, final_c], dim=0))  # (2B, 2*L*H)
-        h = torch.tanh(bridged[:batch, : self.num_layers * self.hidden_size])
-        c = bridged[batch:, self.num_layers * self.hidden_size:]
+        batch, size = final_h.size(0), self.num_layers * self.hidden_size
+        # One bridge layer whose first half of outputs maps h and second half maps c (c carries
+        # most of an LSTM's memory); each half is applied only to its own input.
+        weight, bias = self.bridge.weight, self.bridge.bias
+        h = torch.tanh(F.linear(final_h, weight[:size], bias[:size]))  # (B, L*H)
+        c = F.linear(final_c, weight[size:], bias[size:])  # (B, L*H)
         h = h.view(batch, self.num_layers, self.hidden_size).transpose(0, 1).contiguous()
         c = c.view(batch, self.num_layers, self.hidden_size).transpose(0, 1).contiguous()
         feed = h.new_zeros(batch, self.output_size) if self.input_feeding else None
