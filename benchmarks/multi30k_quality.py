@@ -14,25 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import torch
-
-RESULTS = Path(__file__).resolve().parent / "results"
-BIN = Path(sys.executable).parent
-
-
-def run(command: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, check=True)
-    return time.perf_counter() - start
-
+from reporting import BIN, RESULTS, parameter_count, report, run_timed
 
 def evaluate(model_dir: Path, beam: int, json_path: Path) -> dict:
-    seconds = run([str(BIN / "seq2seq-evaluate"), f"model={model_dir}", "src=test_2016_flickr.de",
+    seconds = run_timed([str(BIN / "seq2seq-evaluate"), f"model={model_dir}", "src=test_2016_flickr.de",
                    "ref=test_2016_flickr.en", f"beam={beam}", f"json={json_path}", "device=cpu"])
     scores = json.loads(json_path.read_text())
     scores["command_seconds"] = round(seconds, 2)
@@ -47,14 +34,12 @@ def main() -> None:
     run_dir = RESULTS / "runs" / args.name
     RESULTS.mkdir(parents=True, exist_ok=True)
 
-    train_seconds = run([str(BIN / "seq2seq-train"), "experiment=multi30k_de_en", "evaluate_test=false",
+    train_seconds = run_timed([str(BIN / "seq2seq-train"), "experiment=multi30k_de_en", "evaluate_test=false",
                          "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", *args.overrides])
     peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     model_dir = run_dir / "model"
     config = json.loads((model_dir / "model.json").read_text())
-    state = torch.load(model_dir / "weights.pt", weights_only=True)
-    unique = {t.data_ptr(): t for t in state.values()}  # tied weights are stored once
-    params = sum(t.numel() for t in unique.values())
+    params = parameter_count(model_dir / "weights.pt")
     beam5 = evaluate(model_dir, 5, run_dir / "test_beam5.json")
     greedy = evaluate(model_dir, 1, run_dir / "test_greedy.json")
 
@@ -64,7 +49,7 @@ def main() -> None:
         "train_seconds": round(train_seconds, 1),
         "epochs": config["trained"]["epochs"],
         "steps": config["trained"]["steps"],
-        "val_bleu": config["trained"]["val_bleu"],
+        "val_bleu": config["trained"].get("val_bleu"),
         "parameters": params,
         "train_peak_rss_mb": round(peak_rss_mb, 1),
         "test_bleu_beam5": beam5["bleu"]["score"],
@@ -74,15 +59,8 @@ def main() -> None:
         "bleu_signature": beam5["bleu"]["signature"],
         "beam5_decode_seconds": beam5["decode_seconds"],
         "greedy_decode_seconds": greedy["decode_seconds"],
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
     }
-    out = RESULTS / f"multi30k_{args.name}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    print(f"written to {out}")
+    report(result, RESULTS / f"multi30k_{args.name}.json")
 
 
 if __name__ == "__main__":

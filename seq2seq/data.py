@@ -229,3 +229,19 @@ def padding_ratio(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> f
     real = sum(lengths[i] for b in batches for i in b)
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches if b)
     return 1.0 - real / padded if padded else 0.0
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A whole UTF-8 text file; a bad byte names its line."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a text file")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise UserError(f"{path}:{line}: invalid UTF-8 (byte {error.start} of the file)") from None
+

@@ -1,4 +1,4 @@
-"""LightningDataModule for parallel text.
+"""LightningDataModules: parallel text for translation, a character stream for language models.
 
 prepare_data (one process per machine): fetch missing files, check them, train the tokenizers.
 setup (every rank): load the cached tokenizers, encode the corpora, build token-budget batches
@@ -7,20 +7,44 @@ sharded by rank.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Dataset
 
-from seq2seq.data import ParallelDataset, TokenBatchSampler, encode_parallel, read_parallel
+from seq2seq.data import ParallelDataset, TokenBatchSampler, encode_parallel, read_parallel, read_text
 from seq2seq.datasets import ensure_files
 from seq2seq.errors import UserError
+from seq2seq.language_model import scoring_streams, stream_batches
 from seq2seq.tokenizer import SentencePieceSettings, Tokenizer, train_or_load
 
 log = logging.getLogger(__name__)
+
+
+def rank_info(datamodule: L.LightningDataModule) -> tuple[int, int]:
+    """(world size, this rank), or (1, 0) outside a trainer."""
+    trainer = datamodule.trainer
+    if trainer is None:
+        return 1, 0
+    return trainer.world_size, trainer.global_rank
+
+
+def keep_with_run(files: set[Path], run_dir: Path | None) -> None:
+    """Copy tokenizer models into the run folder: the run stays reproducible after the cache is cleared."""
+    if run_dir is None:
+        return
+    target = run_dir / "tokenizers"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        shutil.copyfile(path, target / path.name)
 
 
 class TranslationDataModule(L.LightningDataModule):
@@ -114,12 +138,7 @@ class TranslationDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         self.src_tokenizer, self.tgt_tokenizer = self._tokenizers()
-        if self.run_dir is not None:
-            # Keep a copy with the run so it stays reproducible after the cache is cleared.
-            target = self.run_dir / "tokenizers"
-            target.mkdir(parents=True, exist_ok=True)
-            for tok in {self.src_tokenizer.model_file, self.tgt_tokenizer.model_file}:
-                shutil.copyfile(tok, target / tok.name)
+        keep_with_run({self.src_tokenizer.model_file, self.tgt_tokenizer.model_file}, self.run_dir)
         train_src, train_tgt = read_parallel(self.path("train", self.src_lang), self.path("train", self.tgt_lang))
         self.train_set = encode_parallel(train_src, train_tgt, self.src_tokenizer, self.tgt_tokenizer,
                                          self.max_len, name="train")
@@ -129,20 +148,14 @@ class TranslationDataModule(L.LightningDataModule):
         self.valid_set = ParallelDataset(self.src_tokenizer.encode(self.valid_srcs),
                                          self.tgt_tokenizer.encode(self.valid_refs))
 
-    def _rank_info(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 1, 0
-        return trainer.world_size, trainer.global_rank
-
     def train_dataloader(self) -> DataLoader:
-        world, rank = self._rank_info()
+        world, rank = rank_info(self)
         sampler = TokenBatchSampler(self.train_set.src_lengths, self.train_set.tgt_lengths, self.max_tokens,
                                     shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
         return DataLoader(self.train_set, sampler=sampler, batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
-        world, rank = self._rank_info()
+        world, rank = rank_info(self)
         sampler = TokenBatchSampler(self.valid_set.src_lengths, self.valid_set.tgt_lengths, self.valid_max_tokens,
                                     shuffle=False, num_replicas=1, rank=0)
         # Each rank takes a distinct slice of the (unpadded) batch list: every validation
@@ -150,3 +163,127 @@ class TranslationDataModule(L.LightningDataModule):
         batches = list(sampler)[rank::world]
         return DataLoader(self.valid_set, sampler=batches, batch_size=None, num_workers=0)
 
+
+
+class TextWindows(Dataset):
+    """Consecutive windows of `bptt` steps over B parallel streams: item i is (inputs, targets)."""
+
+    def __init__(self, streams: torch.Tensor, bptt: int) -> None:
+        if bptt < 1:
+            raise UserError(f"data.bptt={bptt} must be positive")
+        self.streams, self.bptt = streams, bptt
+
+    def __len__(self) -> int:
+        return math.ceil((self.streams.size(1) - 1) / self.bptt)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = index * self.bptt
+        end = min(start + self.bptt, self.streams.size(1) - 1)
+        return self.streams[:, start:end], self.streams[:, start + 1:end + 1]
+
+
+class TextDataModule(L.LightningDataModule):
+    """One text file as a character stream for a language model.
+
+    The held-out text is a separate file, or by default the last `valid_fraction` of the
+    characters (the usual 90/10 split of Tiny Shakespeare). Training reads the text as
+    `batch_streams` contiguous streams per rank, in windows of `bptt` characters, in order.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        train_file: str,
+        tokenizer: dict[str, Any],
+        cache_dir: str,
+        valid_file: str | None = None,
+        valid_fraction: float = 0.1,
+        download: str | None = None,
+        batch_streams: int = 64,
+        bptt: int = 128,
+        valid_streams: int = 16,
+        valid_warmup: int = 256,
+        run_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.train_file, self.valid_file = train_file, valid_file
+        if valid_file is None and not 0.0 < valid_fraction < 1.0:
+            raise UserError(f"data.valid_fraction={valid_fraction} must be in (0, 1) when no valid_file is given")
+        if batch_streams < 1 or valid_streams < 1:
+            raise UserError("data.batch_streams and data.valid_streams must be positive")
+        self.valid_fraction = valid_fraction
+        self.download = download
+        self.cache_dir = Path(cache_dir)
+        self.batch_streams, self.bptt = batch_streams, bptt
+        self.valid_streams, self.valid_warmup = valid_streams, valid_warmup
+        self.run_dir = Path(run_dir) if run_dir else None
+        tokenizer = dict(tokenizer)
+        for ignored in ("joint", "src_vocab_size", "tgt_vocab_size"):
+            tokenizer.pop(ignored, None)
+        tokenizer["preserve_text"] = True
+        self.settings = SentencePieceSettings(**tokenizer)
+        self.tokenizer: Tokenizer | None = None
+        self.train_ids: torch.Tensor | None = None
+        self.valid_ids: torch.Tensor | None = None
+        self.valid_text = ""
+
+    def _texts(self) -> tuple[str, str]:
+        if self.download is not None:
+            names = [self.train_file] + ([self.valid_file] if self.valid_file else [])
+            ensure_files(self.download, self.data_dir, names)
+        train_path = self.data_dir / self.train_file
+        text = read_text(train_path)
+        if self.valid_file is not None:
+            train, valid = text, read_text(self.data_dir / self.valid_file)
+        else:
+            cut = int(len(text) * (1.0 - self.valid_fraction))
+            train, valid = text[:cut], text[cut:]
+        if len(train.strip()) == 0:
+            raise UserError(f"{train_path}: no text to train on")
+        if len(valid) < 2:
+            raise UserError(f"{train_path}: the held-out part has {len(valid)} characters; "
+                            "give more text or a valid_file")
+        return train, valid
+
+    def _tokenizer(self, train_text: str) -> Tokenizer:
+        # SentencePiece trains from files: the training part goes into a content-named file.
+        digest = hashlib.sha256(train_text.encode("utf-8")).hexdigest()[:16]
+        text_dir = self.cache_dir / "text"
+        text_dir.mkdir(parents=True, exist_ok=True)
+        train_copy = text_dir / f"{Path(self.train_file).stem}-{digest}.txt"
+        if not train_copy.is_file():
+            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=text_dir, delete=False) as tmp:
+                tmp.write(train_text)
+            os.replace(tmp.name, train_copy)
+        return train_or_load([train_copy], self.cache_dir / "tokenizers", self.settings, name="chars")
+
+    def tokenizer_files(self) -> dict[str, Path]:
+        assert self.tokenizer is not None
+        return {"text": self.tokenizer.model_file}
+
+    def prepare_data(self) -> None:
+        self._tokenizer(self._texts()[0])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_ids is not None:
+            return
+        train, self.valid_text = self._texts()
+        self.tokenizer = self._tokenizer(train)
+        keep_with_run({self.tokenizer.model_file}, self.run_dir)
+        self.train_ids = torch.tensor(self.tokenizer.encode_text(train), dtype=torch.long)
+        self.valid_ids = torch.tensor(self.tokenizer.encode_text(self.valid_text), dtype=torch.long)
+        log.info("text: %s training and %s held-out characters, %d symbols",
+                 f"{self.train_ids.numel():,}", f"{self.valid_ids.numel():,}", self.tokenizer.vocab_size)
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = rank_info(self)
+        # Every rank reads its own `batch_streams` of the world's streams: distinct text, one pass.
+        streams = stream_batches(self.train_ids, self.batch_streams * world)[rank::world]
+        return DataLoader(TextWindows(streams, self.bptt), batch_size=None, shuffle=False, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        world, rank = rank_info(self)
+        data = scoring_streams(self.valid_ids, self.valid_streams * world, self.valid_warmup)
+        rows = list(range(rank, data.inputs.size(0), world))
+        return DataLoader([data.rows(rows)], batch_size=None, collate_fn=lambda item: item)

@@ -29,6 +29,14 @@ DOWNLOADS: dict[str, dict[str, str]] = {
         for split in ("train", "val", "test_2016_flickr")
         for lang in ("de", "en")
     },
+    "tinyshakespeare": {
+        "input.txt": "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+    },
+    "small_parallel_enja": {
+        f"{split}.{lang}": f"https://raw.githubusercontent.com/odashi/small_parallel_enja/master/{split}.{lang}"
+        for split in ("train", "dev", "test")
+        for lang in ("en", "ja")
+    },
 }
 
 

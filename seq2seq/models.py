@@ -9,6 +9,7 @@ from seq2seq.attention import ATTENTION_TYPES, make_attention
 from seq2seq.decoder import Decoder, DecoderState, EncoderMemory
 from seq2seq.encoder import Encoder
 from seq2seq.errors import UserError
+from seq2seq.language_model import LanguageModel
 from seq2seq.tokenizer import PAD_ID
 
 
@@ -113,4 +114,4 @@ class Seq2Seq(nn.Module):
         return log_probs, state, weights
 
 
-MODEL_TYPES = {"seq2seq": Seq2Seq}
+MODEL_TYPES = {"seq2seq": Seq2Seq, "lstm_lm": LanguageModel}

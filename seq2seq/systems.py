@@ -1,4 +1,7 @@
-"""LightningModules: the loss, optimizers, schedules and validation metrics around a model."""
+"""LightningModules: the loss, optimizers, schedules and validation metrics around a model.
+
+TranslationSystem trains a Seq2Seq; LanguageModelSystem a LanguageModel.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import torch.nn.functional as F
 
 from seq2seq.data import Batch
 from seq2seq.errors import UserError
+from seq2seq.language_model import (LanguageModel, LSTMState, ScoringStreams, detach_state, generate_ids,
+                                    loss_report, score_streams)
 from seq2seq.metrics import score_corpus
 from seq2seq.search import decode
 from seq2seq.tokenizer import PAD_ID
@@ -52,10 +57,7 @@ class TranslationSystem(L.LightningModule):
         num_val_samples: int = 3,
     ) -> None:
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise UserError(f"optim.optimizer={optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        if scheduler not in SCHEDULERS:
-            raise UserError(f"optim.scheduler={scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        check_optimization(optimizer, scheduler)
         if not 0.0 <= label_smoothing < 1.0:
             raise UserError(f"label_smoothing={label_smoothing} must be in [0, 1)")
         self.model = model
@@ -141,17 +143,131 @@ class TranslationSystem(L.LightningModule):
 
     # ------------------------------------------------------------- optimizer
     def configure_optimizers(self):
-        optimizer = OPTIMIZERS[self.optimizer_name](
-            self.model.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
-        if self.scheduler_name == "none":
-            return optimizer
-        if self.scheduler_name == "inverse_sqrt":
-            warmup = self.warmup_steps
-            schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: inverse_sqrt_factor(step, warmup))
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-        schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=self.plateau_factor, patience=self.plateau_patience, min_lr=self.min_lr)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "monitor": "val/bleu", "interval": "epoch",
-                                 "strict": False}}
+        return build_optimization(self, monitor="val/bleu", mode="max")
+
+
+def check_optimization(optimizer: str, scheduler: str) -> None:
+    if optimizer not in OPTIMIZERS:
+        raise UserError(f"optim.optimizer={optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    if scheduler not in SCHEDULERS:
+        raise UserError(f"optim.scheduler={scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+
+
+def build_optimization(system, monitor: str, mode: str):
+    """Optimizer and schedule of a system holding the `optim` settings as attributes."""
+    optimizer = OPTIMIZERS[system.optimizer_name](
+        system.model.parameters(), lr=system.lr, betas=system.betas, weight_decay=system.weight_decay)
+    if system.scheduler_name == "none":
+        return optimizer
+    if system.scheduler_name == "inverse_sqrt":
+        warmup = system.warmup_steps
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: inverse_sqrt_factor(step, warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+    schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode=mode, factor=system.plateau_factor, patience=system.plateau_patience, min_lr=system.min_lr)
+    return {"optimizer": optimizer,
+            "lr_scheduler": {"scheduler": schedule, "monitor": monitor, "interval": "epoch", "strict": False}}
+
+
+class LanguageModelSystem(L.LightningModule):
+    """Trains a `LanguageModel` with truncated BPTT over contiguous streams.
+
+    The LSTM state at the end of one training window is the (detached) start state of the next,
+    since window i+1 of each stream continues window i; it is reset at the start of every epoch.
+    Validation scores the whole held-out text from a fresh state and leaves the training
+    state untouched. Every `sample_every_n_steps` a sample of text is written to the log.
+    """
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        optimizer: str = "adam",
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        scheduler: str = "plateau",
+        warmup_steps: int = 0,
+        plateau_factor: float = 0.5,
+        plateau_patience: int = 1,
+        min_lr: float = 1e-5,
+        label_smoothing: float = 0.0,
+        sample_every_n_steps: int = 500,
+        sample_chars: int = 300,
+        sample_prompt: str = "\n",
+        sample_temperature: float = 0.8,
+    ) -> None:
+        super().__init__()
+        check_optimization(optimizer, scheduler)
+        if label_smoothing != 0.0:
+            # Smoothing would make the reported nats/char a different quantity than the likelihood.
+            raise UserError("optim.label_smoothing must be 0 for a language model")
+        self.model = model
+        self.optimizer_name, self.lr, self.betas, self.weight_decay = optimizer, lr, tuple(betas), weight_decay
+        self.scheduler_name, self.warmup_steps = scheduler, warmup_steps
+        self.plateau_factor, self.plateau_patience, self.min_lr = plateau_factor, plateau_patience, min_lr
+        self.sample_every_n_steps, self.sample_chars = sample_every_n_steps, sample_chars
+        self.sample_prompt, self.sample_temperature = sample_prompt, sample_temperature
+        self.train_state: LSTMState | None = None
+        self._val_sum, self._val_count = 0.0, 0
+        self._chars_seen, self._epoch_start = 0, time.perf_counter()
+
+    def on_train_epoch_start(self) -> None:
+        self.train_state = None
+        self._chars_seen, self._epoch_start = 0, time.perf_counter()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch
+        logits, state = self.model(inputs, self.train_state)
+        self.train_state = detach_state(state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+        self._chars_seen += targets.numel()
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        every = self.sample_every_n_steps
+        if every and self.global_step % every == 0 and self.trainer.is_global_zero:
+            log.info("sample at step %d:\n%s", self.global_step, self.sample_text())
+
+    def on_train_epoch_end(self) -> None:
+        elapsed = time.perf_counter() - self._epoch_start
+        if elapsed > 0:
+            self.log("train/chars_per_s", self._chars_seen / elapsed, sync_dist=True, reduce_fx="sum")
+
+    def sample_text(self) -> str:
+        from seq2seq.generator import TextCodec  # generator imports the data side; keep it lazy
+
+        codec = TextCodec(self.trainer.datamodule.tokenizer)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            steps = generate_ids(self.model, codec.encode(self.sample_prompt) or codec.encode("\n"),
+                                 self.sample_chars, temperature=self.sample_temperature)
+            text = codec.decode([int(t) for t in steps])
+        finally:
+            self.model.train(was_training)
+        return self.sample_prompt + text
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sum, self._val_count = 0.0, 0
+
+    def validation_step(self, batch: ScoringStreams, batch_idx: int) -> None:
+        total, count = score_streams(self.model, batch)
+        self._val_sum += total
+        self._val_count += count
+
+    def on_validation_epoch_end(self) -> None:
+        totals = torch.tensor([self._val_sum, float(self._val_count)], dtype=torch.float64, device=self.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(totals)
+        report = loss_report(float(totals[0]), int(totals[1]))
+        self.log("val/loss", report["nats_per_char"], prog_bar=True)
+        self.log("val/bpc", report["bits_per_char"])
+        self.log("val/ppl", report["perplexity"])
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            log.info("epoch %d step %d: val %.4f nats/char, %.4f bits/char over %s characters",
+                     self.current_epoch, self.global_step, report["nats_per_char"], report["bits_per_char"],
+                     f"{report['chars']:,}")
+
+    def configure_optimizers(self):
+        return build_optimization(self, monitor="val/loss", mode="min")

@@ -33,6 +33,10 @@ class SentencePieceSettings:
     character_coverage: float = 1.0
     input_sentence_size: int = 2_000_000
     seed_sentencepiece_size: int = 1_000_000
+    # Keep text exactly as written (no Unicode normalization, runs of spaces kept, newline as a
+    # piece): what a character language model needs to reproduce its input byte for byte.
+    # vocab_size is then an upper bound (the pieces are the characters seen in training).
+    preserve_text: bool = False
 
     def __post_init__(self) -> None:
         if self.model_type not in {"unigram", "bpe", "char", "word"}:
@@ -81,6 +85,10 @@ class Tokenizer:
         """Pieces ids without bos/eos; the data pipeline adds those where they belong."""
         return self._sp.encode(list(lines), out_type=int)
 
+    def encode_text(self, text: str) -> list[int]:
+        """Ids of one text, newlines included (for a `preserve_text` model)."""
+        return self._sp.encode(text, out_type=int)
+
     def encode_pieces(self, line: str) -> list[str]:
         return self._sp.encode(line, out_type=str)
 
@@ -91,6 +99,16 @@ class Tokenizer:
         """Exact SentencePiece detokenization; special ids are dropped first."""
         cleaned = [[int(i) for i in seq if i > EOS_ID] for seq in ids]
         return self._sp.decode(cleaned)
+
+
+_VERBATIM_OPTIONS = dict(
+    normalization_rule_name="identity",
+    remove_extra_whitespaces=False,
+    add_dummy_prefix=False,
+    user_defined_symbols=["\n"],
+    hard_vocab_limit=False,
+    max_sentence_length=1 << 20,  # long lines still count towards the character inventory
+)
 
 
 def _hash_files(paths: Sequence[Path], settings: SentencePieceSettings) -> str:
@@ -148,6 +166,7 @@ def train_or_load(
                 eos_id=EOS_ID,
                 num_threads=max(1, os.cpu_count() or 1),
                 minloglevel=2,
+                **(_VERBATIM_OPTIONS if settings.preserve_text else {}),
             )
         except RuntimeError as error:
             first_line = str(error).strip().splitlines()[-1] if str(error).strip() else error

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
+import select
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +94,56 @@ def trained_reversal(tmp_path_factory) -> Path:
                   "hydra.run.dir=run"], cwd=work)
     assert "model written to" in result.stdout
     return work
+
+
+class Terminal:
+    """The real command on a pseudo-terminal, read until expected text appears."""
+
+    def __init__(self, command: list[str], cwd: Path) -> None:
+        self.master, slave = os.openpty()
+        env = dict(os.environ, PYTHONWARNINGS="ignore", HOME=str(cwd), TERM="dumb")
+        self.process = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
+                                        close_fds=True, preexec_fn=self._controlling_terminal)
+        os.close(slave)
+        self.seen = ""
+
+    @staticmethod
+    def _controlling_terminal() -> None:
+        """Make the pty the child's controlling terminal, so Ctrl-C reaches it as SIGINT."""
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    def expect(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"did not see {text!r}; got:\n{self.seen}")
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                try:
+                    self.seen += os.read(self.master, 4096).decode("utf-8", "replace")
+                except OSError:  # the child closed the terminal
+                    break
+        if text not in self.seen:
+            raise AssertionError(f"did not see {text!r}; got:\n{self.seen}")
+        before, _, self.seen = self.seen.partition(text)
+        return before
+
+    def send(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def interrupt_until_exit(self, attempts: int = 5) -> int | None:
+        """Press Ctrl-C until the program exits; its exit code (None if it never did)."""
+        # A Ctrl-C that lands while readline is still switching terminal modes can be dropped by
+        # the terminal; a person would press it again, and so does the test (a few times at most).
+        try:
+            for _ in range(attempts):
+                self.send("\x03")
+                try:
+                    return self.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    continue
+        finally:
+            self.process.kill()
+        return None

@@ -9,6 +9,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from seq2seq.cli.common import CONF_DIR
+from seq2seq.cli.train import SYSTEMS
+from seq2seq.datamodule import TextDataModule
 from seq2seq.systems import TranslationSystem
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
@@ -35,9 +37,20 @@ def test_experiment_composes_and_instantiates(experiment, tmp_path):
     assert sum(p.numel() for p in model.parameters()) > 0
     datamodule = instantiate(cfg.data, tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
                              _convert_="all")
-    assert datamodule.src_lang and datamodule.tgt_lang
-    TranslationSystem(model, **OmegaConf.to_container(cfg.optim, resolve=True),
-                      **OmegaConf.to_container(cfg.validation, resolve=True))
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    system = SYSTEMS[task.pop("name")](model, **OmegaConf.to_container(cfg.optim, resolve=True), **task)
+    if isinstance(system, TranslationSystem):
+        assert datamodule.src_lang and datamodule.tgt_lang
+    else:
+        assert isinstance(datamodule, TextDataModule) and datamodule.train_file
+        assert cfg.callbacks.model_checkpoint.monitor == "val/loss"
+
+
+def test_char_lm_recipe_holds_out_the_last_tenth(tmp_path):
+    cfg = compose_train(["experiment=tiny_shakespeare_char", f"paths.data_root={tmp_path}"])
+    assert cfg.task.name == "language_model"
+    assert cfg.data.valid_fraction == 0.1 and cfg.data.valid_file is None
+    assert cfg.data.data_dir == f"{tmp_path}/tinyshakespeare"
 
 
 @pytest.mark.parametrize("attention", ["none", "bahdanau", "luong_dot", "luong_general", "luong_concat"])

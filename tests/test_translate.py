@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import select
 import subprocess
-import termios
-import time
 from pathlib import Path
 
 import pytest
 
 from seq2seq import Translator
 
-from conftest import BIN, WORDS, run
+from conftest import BIN, WORDS, Terminal, run
 
 SENTENCES = ["red dog runs", "big tree house river sun", "cat", "moon car bird fish stone hill road",
              "small green", "sits sits sits dog"]
@@ -121,44 +116,6 @@ def test_invalid_utf8_on_a_pipe_names_the_line(model_dir, tmp_path):
     assert not (tmp_path / "out.txt").exists()
 
 
-class Terminal:
-    """The real command on a pseudo-terminal, read until expected text appears."""
-
-    def __init__(self, command: list[str], cwd: Path) -> None:
-        self.master, slave = os.openpty()
-        env = dict(os.environ, PYTHONWARNINGS="ignore", HOME=str(cwd), TERM="dumb")
-        self.process = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
-                                        close_fds=True, preexec_fn=self._controlling_terminal)
-        os.close(slave)
-        self.seen = ""
-
-    @staticmethod
-    def _controlling_terminal() -> None:
-        """Make the pty the child's controlling terminal, so Ctrl-C reaches it as SIGINT."""
-        os.setsid()
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    def expect(self, text: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while text not in self.seen:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"did not see {text!r}; got:\n{self.seen}")
-            ready, _, _ = select.select([self.master], [], [], remaining)
-            if ready:
-                try:
-                    self.seen += os.read(self.master, 4096).decode("utf-8", "replace")
-                except OSError:  # the child closed the terminal
-                    break
-        if text not in self.seen:
-            raise AssertionError(f"did not see {text!r}; got:\n{self.seen}")
-        before, _, self.seen = self.seen.partition(text)
-        return before
-
-    def send(self, text: str) -> None:
-        os.write(self.master, text.encode())
-
-
 def test_interactive_prompt(model_dir, tmp_path):
     term = Terminal([str(BIN / "seq2seq-translate"), f"model={model_dir}"], tmp_path)
     term.expect("> ")
@@ -193,18 +150,5 @@ def test_interactive_prompt(model_dir, tmp_path):
 def test_interactive_prompt_leaves_cleanly_on_ctrl_c(model_dir, tmp_path):
     term = Terminal([str(BIN / "seq2seq-translate"), f"model={model_dir}"], tmp_path)
     term.expect("> ")
-    # A Ctrl-C that lands while readline is still switching terminal modes can be dropped by
-    # the terminal; a person would press it again, and so does the test (a few times at most).
-    code = None
-    try:
-        for _ in range(5):
-            term.send("\x03")  # Ctrl-C
-            try:
-                code = term.process.wait(timeout=5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    finally:
-        term.process.kill()
-    assert code == 0
+    assert term.interrupt_until_exit() == 0
     assert "Traceback" not in term.seen

@@ -1,6 +1,8 @@
 """seq2seq-evaluate: translate a source file and score it with sacreBLEU; optionally gate on BLEU.
+For a language model: the loss on a text in nats/char, bits/char and perplexity.
 
     seq2seq-evaluate model=outputs/.../model src=test_2016_flickr.de ref=test_2016_flickr.en beam=5 min_bleu=30
+    seq2seq-evaluate model=outputs/.../model text=held_out.txt
 
 Relative `src`/`ref` paths are looked up in the current directory first, then in the data
 folder the model was trained from. Exit status: 0 on success, 1 when BLEU is below `min_bleu`,
@@ -18,8 +20,11 @@ import hydra
 from omegaconf import DictConfig
 
 from seq2seq.cli.common import APPS_CONF_DIR, open_output, user_errors_to_exit
-from seq2seq.data import read_lines
+from seq2seq.bundle import read_bundle_config
+from seq2seq.data import read_lines, read_text
 from seq2seq.errors import UserError
+from seq2seq.generator import MODEL_TYPE as GENERATOR_MODEL_TYPE
+from seq2seq.generator import Generator
 from seq2seq.metrics import Score, score_corpus
 from seq2seq.translator import Translator
 
@@ -41,10 +46,35 @@ def resolve_input(name: str, model_config: dict) -> Path:
     return path  # read_lines reports it as missing
 
 
+def evaluate_language_model(cfg: DictConfig) -> dict:
+    if cfg.src is not None or cfg.ref is not None:
+        raise UserError(f"{cfg.model} is a language model: score it with text=FILE (src=/ref= are for translation)")
+    if cfg.text is None:
+        raise UserError("text= is required for a language model: the text file to score")
+    start = time.perf_counter()
+    generator = Generator.load(cfg.model, device=cfg.device, precision=cfg.precision)
+    text = read_text(resolve_input(cfg.text, generator.bundle.config))
+    report = generator.score(text, streams=cfg.streams)
+    seconds = time.perf_counter() - start
+    result = report | {"model": str(cfg.model), "text": str(cfg.text), "seconds": round(seconds, 3)}
+    print(f"nats/char   {report['nats_per_char']:.4f}\nbits/char   {report['bits_per_char']:.4f}\n"
+          f"perplexity  {report['perplexity']:.4f}")
+    unknown = f", {report['unknown']:,} unknown to the model" if report["unknown"] else ""
+    print(f"{report['chars']:,} characters scored{unknown} in {seconds:.2f} s", file=sys.stderr)
+    if cfg.json:
+        with open_output(cfg.json) as out:
+            out.write(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 @user_errors_to_exit
 def evaluate(cfg: DictConfig) -> dict:
     if cfg.model is None:
         raise UserError("model= is required: the path of a model directory (a run's 'model' folder)")
+    if read_bundle_config(cfg.model).get("model_type") == GENERATOR_MODEL_TYPE:
+        return evaluate_language_model(cfg)
+    if cfg.text is not None:
+        raise UserError("text= scores a language model; for a translation model give src= and ref=")
     if cfg.src is None or cfg.ref is None:
         raise UserError("src= and ref= are required: the source file to translate and its reference")
     start = time.perf_counter()

@@ -1,6 +1,7 @@
-"""seq2seq-train: compose the config, train with Lightning, export the model, score the test set.
+"""seq2seq-train: compose the config, train with Lightning, export the model, score held-out data.
 
     seq2seq-train experiment=multi30k_de_en model.attention=luong_general trainer.max_epochs=20
+    seq2seq-train experiment=tiny_shakespeare_char
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from seq2seq.cli.evaluate import format_scores
 from seq2seq.data import read_parallel
 from seq2seq.errors import UserError
 from seq2seq.metrics import score_corpus
-from seq2seq.systems import TranslationSystem
+from seq2seq.generator import Generator
+from seq2seq.systems import LanguageModelSystem, TranslationSystem
 from seq2seq.translator import Translator
 
 log = logging.getLogger("seq2seq.train")
@@ -46,7 +48,7 @@ class LastValidationStep(L.Callback):
         self.step = trainer.global_step
 
 
-def export_model(trainer: L.Trainer, system: TranslationSystem, datamodule, run_dir: Path,
+def export_model(trainer: L.Trainer, system: L.LightningModule, datamodule, run_dir: Path,
                  cfg: DictConfig, last_validation: LastValidationStep) -> Path:
     """Write `<run_dir>/model` from the best validated weights.
 
@@ -54,36 +56,46 @@ def export_model(trainer: L.Trainer, system: TranslationSystem, datamodule, run_
     then validated once more and kept if they beat the best checkpoint.
     """
     checkpoint = trainer.checkpoint_callback
+    monitor = checkpoint.monitor if checkpoint and checkpoint.monitor else VALIDATION_METRIC[cfg.task.name]
+    larger_is_better = checkpoint.mode == "max" if checkpoint else monitor == "val/bleu"
     best_path = checkpoint.best_model_path if checkpoint else ""
     best_score = checkpoint.best_model_score if checkpoint else None
-    final_bleu = None
+    final_score = None
     if trainer.global_step != last_validation.step:
         results = trainer.validate(system, datamodule=datamodule, verbose=False)
-        final_bleu = results[0].get("val/bleu") if results else None
-    if best_path and best_score is not None and (final_bleu is None or float(best_score) >= final_bleu):
+        final_score = results[0].get(monitor) if results else None
+    best_wins = best_score is not None and (
+        final_score is None or (float(best_score) >= final_score if larger_is_better else float(best_score) <= final_score))
+    if best_path and best_wins:
         state = load_state_dict(best_path)["state_dict"]
         system.model.load_state_dict(
             {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
         chosen = float(best_score)
-        log.info("exporting best checkpoint %s (val BLEU %.2f)", best_path, chosen)
+        log.info("exporting best checkpoint %s (%s %.4f)", best_path, monitor, chosen)
     else:
-        chosen = final_bleu
-        log.info("exporting final weights (val BLEU %s)", "n/a" if chosen is None else f"{chosen:.2f}")
+        chosen = final_score
+        log.info("exporting final weights (%s %s)", monitor, "n/a" if chosen is None else f"{chosen:.4f}")
+    trained = {"epochs": trainer.current_epoch, "steps": trainer.global_step, monitor.replace("/", "_"): chosen}
+    if cfg.task.name == "language_model":
+        extra = {"data": {"data_dir": str(Path(datamodule.data_dir).resolve()), "train_file": datamodule.train_file},
+                 "trained": trained}
+        return save_bundle(run_dir / "model", system.model, "lstm_lm", datamodule.tokenizer_files(), extra)
     extra = {
         "data": {"data_dir": str(Path(datamodule.data_dir).resolve()), "src_lang": datamodule.src_lang,
                  "tgt_lang": datamodule.tgt_lang},
         "decoding": OmegaConf.to_container(cfg.decoding, resolve=True),
-        "trained": {"epochs": trainer.current_epoch, "steps": trainer.global_step, "val_bleu": chosen},
+        "trained": trained,
     }
     return save_bundle(run_dir / "model", system.model, "seq2seq", datamodule.tokenizer_files(), extra)
 
 
 def evaluate_test(model_dir: Path, datamodule, cfg: DictConfig, run_dir: Path) -> None:
+    """Translate and score the test split with the exported model."""
     files = datamodule.test_files
     if files is None:
         return
     src_lines, ref_lines = read_parallel(*files)
-    translator = Translator.load(model_dir, device="cpu" if cfg.trainer.get("accelerator") == "cpu" else None)
+    translator = Translator.load(model_dir, device=cfg_device(cfg))
     d = cfg.decoding
     hyps = translator.translate(src_lines, beam=d.beam, length_penalty=d.length_penalty,
                                 max_len_ratio=d.max_len_ratio, max_len_offset=d.max_len_offset,
@@ -99,6 +111,28 @@ def evaluate_test(model_dir: Path, datamodule, cfg: DictConfig, run_dir: Path) -
         print(f"  src: {src_lines[i]}\n  ref: {ref_lines[i]}\n  hyp: {hyps[i]}")
 
 
+def evaluate_held_out_text(model_dir: Path, datamodule, cfg: DictConfig, run_dir: Path) -> None:
+    """Score the held-out text with the exported model, and show what it writes."""
+    generator = Generator.load(model_dir, device=cfg_device(cfg))
+    report = generator.score(datamodule.valid_text, streams=datamodule.valid_streams,
+                             warmup=datamodule.valid_warmup)
+    (run_dir / "valid_scores.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nHeld-out text ({report['chars']:,} characters): {report['nats_per_char']:.4f} nats/char, "
+          f"{report['bits_per_char']:.4f} bits/char, perplexity {report['perplexity']:.3f}")
+    task = cfg.task
+    sample = generator.generate(task.sample_prompt, max_chars=task.sample_chars,
+                                temperature=task.sample_temperature, seed=cfg.seed)
+    print(f"\nSample (temperature {task.sample_temperature}):\n{task.sample_prompt}{sample}")
+
+
+def cfg_device(cfg: DictConfig) -> str | None:
+    return "cpu" if cfg.trainer.get("accelerator") == "cpu" else None
+
+
+SYSTEMS = {"translation": TranslationSystem, "language_model": LanguageModelSystem}
+VALIDATION_METRIC = {"translation": "val/bleu", "language_model": "val/loss"}
+
+
 @user_errors_to_exit
 def train(cfg: DictConfig) -> Path:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -109,9 +143,18 @@ def train(cfg: DictConfig) -> Path:
 
     datamodule = instantiate(cfg.data, tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
                              run_dir=str(run_dir), _convert_="all")
-    model = instantiate(cfg.model)
-    system = TranslationSystem(model, **OmegaConf.to_container(cfg.optim, resolve=True),
-                               **OmegaConf.to_container(cfg.validation, resolve=True))
+    if cfg.task.name == "language_model":
+        # A character vocabulary is as large as the training text makes it: build it first.
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        model = instantiate(cfg.model, vocab_size=datamodule.tokenizer.vocab_size)
+    else:
+        model = instantiate(cfg.model)
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    task_name = task.pop("name")
+    if task_name not in SYSTEMS:
+        raise UserError(f"task.name={task_name!r} is not one of {', '.join(SYSTEMS)}")
+    system = SYSTEMS[task_name](model, **OmegaConf.to_container(cfg.optim, resolve=True), **task)
     log.info("model: %s parameters", f"{sum(p.numel() for p in model.parameters()):,}")
     last_validation = LastValidationStep()
     loggers = build_loggers(cfg)
@@ -128,7 +171,10 @@ def train(cfg: DictConfig) -> Path:
     model_dir = export_model(trainer, system, datamodule, run_dir, cfg, last_validation)
     print(f"model written to {model_dir}")
     if cfg.get("evaluate_test", True) and trainer.is_global_zero:
-        evaluate_test(model_dir, datamodule, cfg, run_dir)
+        if task_name == "language_model":
+            evaluate_held_out_text(model_dir, datamodule, cfg, run_dir)
+        else:
+            evaluate_test(model_dir, datamodule, cfg, run_dir)
     return model_dir
 
 

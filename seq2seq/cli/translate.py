@@ -20,7 +20,8 @@ from typing import IO, Iterable, Iterator
 import hydra
 from omegaconf import DictConfig
 
-from seq2seq.cli.common import APPS_CONF_DIR, open_output, user_errors_to_exit
+from seq2seq.cli.common import (APPS_CONF_DIR, line_editing, on_off, open_output, run_prompt_command,
+                                user_errors_to_exit)
 from seq2seq.errors import UserError
 from seq2seq.translator import ScoredTranslation, Translator
 
@@ -36,11 +37,11 @@ HELP = """commands:
   :quit                 leave (Ctrl-D and Ctrl-C also do)
 Any other line is translated."""
 
-# name -> (config key, parser); the prompt's commands change these settings.
+# name -> (option, parser); the prompt's commands change these settings.
 SETTINGS = {
     "beam": ("beam", int), "nbest": ("nbest", int), "lp": ("length_penalty", float),
-    "norepeat": ("no_repeat_ngram_size", int), "temperature": ("temperature", float),
-    "top_k": ("top_k", int), "top_p": ("top_p", float),
+    "norepeat": ("no_repeat_ngram_size", int), "sample": ("sampling", on_off),
+    "temperature": ("temperature", float), "top_k": ("top_k", int), "top_p": ("top_p", float),
 }
 
 
@@ -176,83 +177,41 @@ def translate_file(translator: Translator, cfg: DictConfig) -> None:
 
 def interactive(translator: Translator, cfg: DictConfig) -> None:
     """A read-translate-print loop with line editing and history (readline)."""
-    try:
-        import readline
-
-        history = Path.home() / ".seq2seq_translate_history"
-        if history.is_file():
-            readline.read_history_file(history)
-    except (ImportError, OSError):
-        readline, history = None, None
     options = decoding_options(cfg)
     limit = cfg.max_input_pieces
     print(f"seq2seq-translate: {cfg.model} ({translator.device}). Type a sentence, or :help.", file=sys.stderr)
     try:
-        while True:
-            try:
-                line = input("> ")
-            except EOFError:
-                print(file=sys.stderr)
-                break
-            line = line.strip()
-            if not line:
-                print("(empty line: type a sentence to translate, or :help)")
-                continue
-            if line.startswith(":"):
-                if not run_command(line, options):
+        with line_editing(".seq2seq_translate_history"):
+            while True:
+                try:
+                    line = input("> ")
+                except EOFError:
+                    print(file=sys.stderr)
                     break
-                continue
-            pieces = translator.src_tokenizer.encode_pieces(line)
-            if limit > 0 and len(pieces) > limit:
-                print(f"(line too long: {len(pieces)} pieces, the limit is {limit}; split it)")
-                continue
-            try:
-                hyps = translator.translate([line], return_hypotheses=True, **options)[0]
-            except UserError as error:
-                print(f"(error: {error})")
-                continue
-            if options["nbest"] > 1:
-                for rank, h in enumerate(hyps):
-                    print(f"{rank}\t{h.score:.4f}\t{h.text}")
-            else:
-                print(hyps[0].text)
+                line = line.strip()
+                if not line:
+                    print("(empty line: type a sentence to translate, or :help)")
+                    continue
+                if line.startswith(":"):
+                    if not run_prompt_command(line, options, SETTINGS, HELP):
+                        break
+                    continue
+                pieces = translator.src_tokenizer.encode_pieces(line)
+                if limit > 0 and len(pieces) > limit:
+                    print(f"(line too long: {len(pieces)} pieces, the limit is {limit}; split it)")
+                    continue
+                try:
+                    hyps = translator.translate([line], return_hypotheses=True, **options)[0]
+                except UserError as error:
+                    print(f"(error: {error})")
+                    continue
+                if options["nbest"] > 1:
+                    for rank, h in enumerate(hyps):
+                        print(f"{rank}\t{h.score:.4f}\t{h.text}")
+                else:
+                    print(hyps[0].text)
     except KeyboardInterrupt:
         print(file=sys.stderr)
-    finally:
-        if readline is not None and history is not None:
-            try:
-                readline.write_history_file(history)
-            except OSError:
-                pass
-
-
-def run_command(line: str, options: dict) -> bool:
-    """Apply a `:command`; False means quit."""
-    name, _, value = line[1:].partition(" ")
-    name, value = name.strip().lower(), value.strip()
-    if name in ("quit", "q", "exit"):
-        return False
-    if name == "help":
-        print(HELP)
-    elif name == "settings":
-        print(" ".join(f"{k}={v}" for k, v in options.items() if k not in ("max_len_offset", "batch_tokens")))
-    elif name == "sample":
-        if value not in ("on", "off"):
-            print("(usage: :sample on|off)")
-        else:
-            options["sampling"] = value == "on"
-            print(f"sampling={options['sampling']}")
-    elif name in SETTINGS:
-        key, parse = SETTINGS[name]
-        try:
-            options[key] = parse(value)
-        except ValueError:
-            print(f"(usage: :{name} {parse.__name__.upper()})")
-        else:
-            print(f"{key}={options[key]}")
-    else:
-        print(f"(unknown command :{name}; :help lists them)")
-    return True
 
 
 @user_errors_to_exit

@@ -1,0 +1,154 @@
+"""Generate and score text with a language-model directory: the path behind every front end.
+
+>>> g = Generator.load("outputs/run/model")                        # doctest: +SKIP
+>>> g.generate("ROMEO:", max_chars=200, temperature=0.8, seed=1)     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Sequence
+
+import torch
+
+from seq2seq.bundle import Bundle, load_bundle
+from seq2seq.errors import UserError
+from seq2seq.language_model import generate_ids, loss_report, score_streams, scoring_streams
+from seq2seq.tokenizer import UNK_ID, Tokenizer
+from seq2seq.translator import pick_device
+
+MODEL_TYPE = "lstm_lm"
+UNKNOWN_TEXT = "\ufffd"  # shown for the unknown id, which generation never draws anyway
+
+
+class TextCodec:
+    """Exact text <-> ids for a verbatim (character) SentencePiece model.
+
+    Decoding is a table lookup per id, so text can be printed one character at a time.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        pieces = tokenizer.id_to_piece(range(tokenizer.vocab_size))
+        self.texts = [p.replace("\u2581", " ") for p in pieces]
+        for special in range(4):
+            self.texts[special] = ""
+        self.texts[UNK_ID] = UNKNOWN_TEXT
+
+    def encode(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return self.tokenizer.encode_text(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.texts[int(i)] for i in ids)
+
+
+class StopFilter:
+    """Passes text through until a stop string appears; holds back what could start one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        self.pending += text
+        for stop in self.stops:
+            at = self.pending.find(stop)
+            if at >= 0:
+                self.stopped = True
+                out, self.pending = self.pending[:at], ""
+                return out
+        if self.hold == 0:
+            out, self.pending = self.pending, ""
+        else:
+            out, self.pending = self.pending[:-self.hold], self.pending[-self.hold:]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = ("" if self.stopped else self.pending), ""
+        return out
+
+
+class Generator:
+    """A loaded character language model and its tokenizer."""
+
+    def __init__(self, bundle: Bundle, device: torch.device, precision: str = "fp32") -> None:
+        if precision not in ("fp32", "bf16"):
+            raise UserError(f"precision={precision!r} is not one of fp32, bf16")
+        self.bundle, self.model, self.device, self.precision = bundle, bundle.model, device, precision
+        self.codec = TextCodec(bundle.tokenizers["text"])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+             precision: str = "fp32") -> "Generator":
+        device = pick_device(device)
+        return cls(load_bundle(path, device, expected_type=MODEL_TYPE), device, precision)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        # An empty prompt starts the text as if after a line break.
+        return self.codec.encode(prompt) or self.codec.encode("\n")
+
+    def stream(
+        self,
+        prompt: str = "",
+        max_chars: int = 500,
+        num_samples: int = 1,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+    ) -> Iterator[list[str]]:
+        """Yield, per step, the new text of each sample ("" once a sample has met a stop string).
+
+        The text continues `prompt` (which is not repeated); each sample ends after `max_chars`
+        characters or just before the first stop string it produces.
+        """
+        if max_chars < 0:
+            raise UserError(f"max_chars={max_chars} must be 0 or more")
+        if num_samples < 1:
+            raise UserError(f"num_samples={num_samples} must be at least 1")
+        if isinstance(stop, str):
+            stop = [stop]
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        filters = [StopFilter(stop) for _ in range(num_samples)]
+        with self._autocast():
+            steps = generate_ids(self.model, self._prompt_ids(prompt), max_chars, num_samples, temperature,
+                                 top_k, top_p, greedy, generator)
+            for tokens in steps:
+                pieces = [f.feed(self.codec.texts[t]) if not f.stopped else ""
+                          for f, t in zip(filters, tokens.tolist())]
+                yield pieces
+                if all(f.stopped for f in filters):
+                    return
+        yield [f.flush() for f in filters]
+
+    def generate(self, prompt: str = "", max_chars: int = 500, num_samples: int | None = None,
+                 **options) -> str | list[str]:
+        """The continuation of `prompt`; a list of `num_samples` continuations when given."""
+        count = 1 if num_samples is None else num_samples
+        parts: list[list[str]] = [[] for _ in range(max(count, 0))]
+        for pieces in self.stream(prompt, max_chars, count, **options):
+            for part, piece in zip(parts, pieces):
+                part.append(piece)
+        texts = ["".join(p) for p in parts]
+        return texts if num_samples is not None else texts[0]
+
+    def score(self, text: str, streams: int = 16, warmup: int = 256) -> dict[str, float]:
+        """Loss of the model on `text`: nats/char, bits/char, perplexity over every char but the first."""
+        ids = torch.tensor(self.codec.encode(text), dtype=torch.long)
+        data = scoring_streams(ids, streams, warmup)
+        with self._autocast():
+            total, count = score_streams(self.model, data)
+        report = loss_report(total, count)
+        report["unknown"] = int((ids == UNK_ID).sum())
+        return report
