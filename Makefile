@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 
-.PHONY: install test test-all demo bleu-gate clean
+.PHONY: install test test-all demo bleu-gate bench clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,14 @@ bleu-gate: install
 		evaluate_test=false trainer.enable_progress_bar=false hydra.run.dir=outputs/bleu-gate
 	$(BIN)/seq2seq-evaluate model=outputs/bleu-gate/model src=test_2016_flickr.de ref=test_2016_flickr.en \
 		beam=5 min_bleu=$(BLEU_FLOOR) json=outputs/bleu-gate/test_scores.json
+
+# Throughput against this machine's matmul rate, and decoding speed with BLEU; writes
+# benchmarks/results/latest.json. Decodes with BENCH_MODEL: the full recipe model when it is
+# there, else the bleu-gate one (make bleu-gate), else it skips decoding.
+BENCH_MODEL ?= $(firstword $(wildcard benchmarks/results/runs/full/model outputs/bleu-gate/model))
+bench: install
+	$(BIN)/python benchmarks/throughput.py $(if $(BENCH_MODEL),--model $(BENCH_MODEL)) \
+		--out benchmarks/results/latest.json
 
 clean:
 	rm -rf $(VENV) outputs multirun .cache *.egg-info
