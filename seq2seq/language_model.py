@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2seq.errors import UserError
+from seq2seq.rnn import LSTMState, lstm_step
 from seq2seq.search import check_sampling, sample_tokens
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
-LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, B, H)
 
 
 class LanguageModel(nn.Module):
@@ -64,7 +64,11 @@ class LanguageModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: LSTMState | None = None) -> tuple[torch.Tensor, LSTMState]:
         """(B, T) ids -> (B, T, V) logits and the state after the last step."""
-        hidden, state = self.lstm(self.dropout(self.embedding(tokens)), state)
+        embedded = self.dropout(self.embedding(tokens))
+        if not self.training and tokens.size(1) == 1 and state is not None:  # generation, token by token
+            hidden, state = lstm_step(self.lstm, embedded.squeeze(1), state)
+            return self.output(hidden).unsqueeze(1), state
+        hidden, state = self.lstm(embedded, state)
         return self.output(self.dropout(hidden)), state
 
 

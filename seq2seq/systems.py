@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULERS = ("none", "plateau", "inverse_sqrt")
+# One kernel for the whole Adam update instead of a chain of per-tensor (foreach) operations;
+# PyTorch has it for CPU and CUDA parameters.
+FUSED_OPTIMIZER = True
 
 
 def inverse_sqrt_factor(step: int, warmup_steps: int) -> float:
@@ -35,7 +38,48 @@ def inverse_sqrt_factor(step: int, warmup_steps: int) -> float:
     return min(step / warmup_steps, math.sqrt(warmup_steps / step))
 
 
-class TranslationSystem(L.LightningModule):
+class SkipsNonFiniteSteps:
+    """Skips an optimizer step whose gradients hold NaN or infinity, and counts it.
+
+    The check runs with gradient-norm clipping, after backward (and, under DDP, after the
+    gradient all-reduce, so every rank takes the same decision). After `max_nonfinite_steps` such
+    steps in a row training stops and `stopped_reason` says why; the weights never took a bad update.
+    """
+
+    max_nonfinite_steps: int
+    nonfinite_steps = 0
+    nonfinite_in_a_row = 0
+    stopped_reason: str | None = None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Lightning calls this after backward (and unscaling) on every step, clipping or not: one
+        # pass over the gradients gives the norm for both the finiteness check and the clipping.
+        if gradient_clip_algorithm == "value":
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if not params:
+            return
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+        if bool(torch.isfinite(norm)):
+            self.nonfinite_in_a_row = 0
+            if gradient_clip_val and gradient_clip_algorithm != "value":
+                torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm, foreach=True)
+            return
+        for param in self.model.parameters():
+            param.grad = None  # the optimizer leaves parameters without gradients untouched
+        self.nonfinite_steps += 1
+        self.nonfinite_in_a_row += 1
+        log.warning("step %d: non-finite loss or gradients, update skipped (%d in a row, %d in all)",
+                    self.global_step, self.nonfinite_in_a_row, self.nonfinite_steps)
+        if self.nonfinite_in_a_row >= self.max_nonfinite_steps:
+            self.stopped_reason = (
+                f"training stopped at step {self.global_step}: {self.nonfinite_in_a_row} steps in a row had a "
+                f"non-finite loss (optim.max_nonfinite_steps={self.max_nonfinite_steps}); lower optim.lr or "
+                "check the data")
+            self.trainer.should_stop = True
+
+
+class TranslationSystem(SkipsNonFiniteSteps, L.LightningModule):
     """Trains a `Seq2Seq`; validates with loss, BLEU and chrF over the whole validation set."""
 
     def __init__(
@@ -51,15 +95,19 @@ class TranslationSystem(L.LightningModule):
         plateau_patience: int = 1,
         min_lr: float = 1e-5,
         label_smoothing: float = 0.1,
+        max_nonfinite_steps: int = 20,
         val_beam: int = 1,
         max_len_ratio: float = 2.0,
         max_len_offset: int = 10,
         num_val_samples: int = 3,
     ) -> None:
         super().__init__()
-        check_optimization(optimizer, scheduler)
+        check_optimization(optimizer, scheduler, lr)
         if not 0.0 <= label_smoothing < 1.0:
             raise UserError(f"label_smoothing={label_smoothing} must be in [0, 1)")
+        if max_nonfinite_steps < 1:
+            raise UserError(f"optim.max_nonfinite_steps={max_nonfinite_steps} must be at least 1")
+        self.max_nonfinite_steps = max_nonfinite_steps
         self.model = model
         self.optimizer_name, self.lr, self.betas, self.weight_decay = optimizer, lr, tuple(betas), weight_decay
         self.scheduler_name, self.warmup_steps = scheduler, warmup_steps
@@ -146,7 +194,9 @@ class TranslationSystem(L.LightningModule):
         return build_optimization(self, monitor="val/bleu", mode="max")
 
 
-def check_optimization(optimizer: str, scheduler: str) -> None:
+def check_optimization(optimizer: str, scheduler: str, lr: float) -> None:
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise UserError(f"optim.lr={lr} must be a positive number")
     if optimizer not in OPTIMIZERS:
         raise UserError(f"optim.optimizer={optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     if scheduler not in SCHEDULERS:
@@ -156,7 +206,8 @@ def check_optimization(optimizer: str, scheduler: str) -> None:
 def build_optimization(system, monitor: str, mode: str):
     """Optimizer and schedule of a system holding the `optim` settings as attributes."""
     optimizer = OPTIMIZERS[system.optimizer_name](
-        system.model.parameters(), lr=system.lr, betas=system.betas, weight_decay=system.weight_decay)
+        system.model.parameters(), lr=system.lr, betas=system.betas, weight_decay=system.weight_decay,
+        fused=FUSED_OPTIMIZER)
     if system.scheduler_name == "none":
         return optimizer
     if system.scheduler_name == "inverse_sqrt":
@@ -169,7 +220,7 @@ def build_optimization(system, monitor: str, mode: str):
             "lr_scheduler": {"scheduler": schedule, "monitor": monitor, "interval": "epoch", "strict": False}}
 
 
-class LanguageModelSystem(L.LightningModule):
+class LanguageModelSystem(SkipsNonFiniteSteps, L.LightningModule):
     """Trains a `LanguageModel` with truncated BPTT over contiguous streams.
 
     The LSTM state at the end of one training window is the (detached) start state of the next,
@@ -191,16 +242,20 @@ class LanguageModelSystem(L.LightningModule):
         plateau_patience: int = 1,
         min_lr: float = 1e-5,
         label_smoothing: float = 0.0,
+        max_nonfinite_steps: int = 20,
         sample_every_n_steps: int = 500,
         sample_chars: int = 300,
         sample_prompt: str = "\n",
         sample_temperature: float = 0.8,
     ) -> None:
         super().__init__()
-        check_optimization(optimizer, scheduler)
+        check_optimization(optimizer, scheduler, lr)
         if label_smoothing != 0.0:
             # Smoothing would make the reported nats/char a different quantity than the likelihood.
             raise UserError("optim.label_smoothing must be 0 for a language model")
+        if max_nonfinite_steps < 1:
+            raise UserError(f"optim.max_nonfinite_steps={max_nonfinite_steps} must be at least 1")
+        self.max_nonfinite_steps = max_nonfinite_steps
         self.model = model
         self.optimizer_name, self.lr, self.betas, self.weight_decay = optimizer, lr, tuple(betas), weight_decay
         self.scheduler_name, self.warmup_steps = scheduler, warmup_steps

@@ -25,7 +25,7 @@ def debug_enabled() -> bool:
 
 
 def user_errors_to_exit(task: Callable) -> Callable:
-    """Print a UserError as one line on stderr and exit 2; SEQ2SEQ_DEBUG=1 shows the traceback."""
+    """A UserError: one line on stderr, exit 2. Ctrl-C: exit 130. SEQ2SEQ_DEBUG=1 shows tracebacks."""
 
     @functools.wraps(task)
     def wrapper(*args, **kwargs):
@@ -37,6 +37,11 @@ def user_errors_to_exit(task: Callable) -> Callable:
             logging.shutdown()
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            print("\ninterrupted", file=sys.stderr)
+            sys.exit(130)
 
     return wrapper
 

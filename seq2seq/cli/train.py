@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -46,6 +48,24 @@ class LastValidationStep(L.Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self.step = trainer.global_step
+
+
+class SaveOnInterrupt(L.Callback):
+    """Ctrl-C: write a resumable checkpoint (atomically) and say how to continue."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "interrupted.ckpt"
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, KeyboardInterrupt):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        trainer.save_checkpoint(partial)
+        if trainer.is_global_zero:
+            os.replace(partial, self.path)
+            print(f"\ninterrupted at epoch {trainer.current_epoch} step {trainer.global_step}; continue with "
+                  f"resume={self.path}", file=sys.stderr)
 
 
 def export_model(trainer: L.Trainer, system: L.LightningModule, datamodule, run_dir: Path,
@@ -160,14 +180,21 @@ def train(cfg: DictConfig) -> Path:
     loggers = build_loggers(cfg)
     callbacks = [c for c in build_callbacks(cfg)
                  if loggers or not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks + [last_validation],
-                                     logger=loggers or False)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False,
+                                     callbacks=callbacks + [last_validation, SaveOnInterrupt(run_dir / "checkpoints")])
     resume = cfg.get("resume")
     if resume and not Path(resume).is_file():
         raise UserError(f"resume={resume}: checkpoint not found")
-    trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
-    if trainer.interrupted:
-        log.warning("training was interrupted; exporting what was validated so far")
+    try:
+        trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning exits after Ctrl-C; SaveOnInterrupt has saved the run
+            sys.exit(130)
+        raise
+    if system.stopped_reason:
+        last = Path(trainer.checkpoint_callback.last_model_path or "") if trainer.checkpoint_callback else None
+        kept = f"; the last good checkpoint is {last}" if last and last.is_file() else ""
+        raise UserError(system.stopped_reason + kept)
     model_dir = export_model(trainer, system, datamodule, run_dir, cfg, last_validation)
     print(f"model written to {model_dir}")
     if cfg.get("evaluate_test", True) and trainer.is_global_zero:
