@@ -55,14 +55,20 @@ def open_output(path: str | None) -> Iterator[IO[str]]:
     target = Path(path)
     if target.is_dir():
         raise UserError(f"output={path} is a directory; give a file name")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
-                                         delete=False)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
+                                             delete=False)
+    except OSError as error:
+        raise UserError(f"output={path}: cannot write there ({error.strerror or error})") from None
     try:
         with handle:
             yield handle
-    except BaseException:
+    except BaseException as error:
         os.unlink(handle.name)
+        if isinstance(error, OSError) and not isinstance(error, BrokenPipeError):
+            # e.g. the disk filled up: nothing half-written is left, and the old file is untouched
+            raise UserError(f"output={path}: writing failed ({error.strerror or error}); nothing was written") from None
         raise
     os.replace(handle.name, target)
 

@@ -75,6 +75,8 @@ def evaluate(cfg: DictConfig) -> dict:
         return evaluate_language_model(cfg)
     if cfg.text is not None:
         raise UserError("text= scores a language model; for a translation model give src= and ref=")
+    if cfg.min_bleu is not None and not isinstance(cfg.min_bleu, (int, float)):
+        raise UserError(f"min_bleu={cfg.min_bleu!r} must be a number (a BLEU score, e.g. min_bleu=30)")
     if cfg.src is None or cfg.ref is None:
         raise UserError("src= and ref= are required: the source file to translate and its reference")
     start = time.perf_counter()

@@ -16,6 +16,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,12 +33,37 @@ from seq2seq.translator import Translator
 log = logging.getLogger("seq2seq.train")
 
 
+def build(config, **kwargs):
+    """hydra.utils.instantiate, letting our own one-line errors through unwrapped."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise UserError(str(error).replace("\n", " ")) from None
+
+
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    return [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
 
 
 def build_loggers(cfg: DictConfig) -> list:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return [build(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+
+
+INTEGER_TRAINER_SETTINGS = ("max_epochs", "max_steps", "log_every_n_steps", "accumulate_grad_batches",
+                            "check_val_every_n_epoch", "num_sanity_val_steps", "num_nodes")
+
+
+def check_trainer_settings(trainer: DictConfig) -> None:
+    """Lightning asserts on some wrong types deep inside fit; say it up front, in one line."""
+    for key in INTEGER_TRAINER_SETTINGS:
+        value = trainer.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise UserError(f"trainer.{key}={value!r} must be a whole number")
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and not isinstance(clip, (int, float)):
+        raise UserError(f"trainer.gradient_clip_val={clip!r} must be a number")
 
 
 class LastValidationStep(L.Callback):
@@ -66,6 +92,22 @@ class SaveOnInterrupt(L.Callback):
             os.replace(partial, self.path)
             print(f"\ninterrupted at epoch {trainer.current_epoch} step {trainer.global_step}; continue with "
                   f"resume={self.path}", file=sys.stderr)
+
+
+def check_resumable(path: Path, system: L.LightningModule) -> None:
+    """Refuse, in one line, a checkpoint that is missing, corrupt, unsafe or of another model."""
+    if not path.is_file():
+        raise UserError(f"resume={path}: checkpoint not found")
+    checkpoint = load_state_dict(path)  # tensors and plain data only: a planted pickle is refused
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise UserError(f"resume={path}: not a training checkpoint (no state_dict); use checkpoints/*.ckpt of a run")
+    expected = {k: tuple(v.shape) for k, v in system.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if expected != found:
+        differing = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found.get(k)]
+        raise UserError(f"resume={path}: the checkpoint is of another model than this config builds "
+                        f"(first difference: {differing[0]}); resume with the run's own config")
 
 
 def export_model(trainer: L.Trainer, system: L.LightningModule, datamodule, run_dir: Path,
@@ -161,15 +203,19 @@ def train(cfg: DictConfig) -> Path:
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
 
-    datamodule = instantiate(cfg.data, tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
+    check_trainer_settings(cfg.trainer)
+    datamodule = build(cfg.data, tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
                              run_dir=str(run_dir), _convert_="all")
     if cfg.task.name == "language_model":
         # A character vocabulary is as large as the training text makes it: build it first.
         datamodule.prepare_data()
         datamodule.setup("fit")
-        model = instantiate(cfg.model, vocab_size=datamodule.tokenizer.vocab_size)
+        model = build(cfg.model, vocab_size=datamodule.tokenizer.vocab_size)
     else:
-        model = instantiate(cfg.model)
+        if cfg.model.get("share_embeddings") and not cfg.tokenizer.get("joint", True):
+            raise UserError("model.share_embeddings=true needs tokenizer.joint=true: with separate vocabularies "
+                            "the same id is a different piece on each side")
+        model = build(cfg.model)
     task = OmegaConf.to_container(cfg.task, resolve=True)
     task_name = task.pop("name")
     if task_name not in SYSTEMS:
@@ -180,11 +226,11 @@ def train(cfg: DictConfig) -> Path:
     loggers = build_loggers(cfg)
     callbacks = [c for c in build_callbacks(cfg)
                  if loggers or not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False,
+    trainer: L.Trainer = build(cfg.trainer, logger=loggers or False,
                                      callbacks=callbacks + [last_validation, SaveOnInterrupt(run_dir / "checkpoints")])
     resume = cfg.get("resume")
-    if resume and not Path(resume).is_file():
-        raise UserError(f"resume={resume}: checkpoint not found")
+    if resume:
+        check_resumable(Path(resume), system)
     try:
         trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
     except SystemExit:

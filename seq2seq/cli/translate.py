@@ -161,7 +161,8 @@ def translate_file(translator: Translator, cfg: DictConfig) -> None:
             raise UserError(f"{path}: is a directory, expected a text file")
         source, name, total = open(path, "rb"), str(path), count_lines(path)
     progress = None
-    if cfg.progress and total is not None:
+    show = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
+    if show and total is not None:
         from tqdm import tqdm
 
         progress = tqdm(total=total, unit="line", file=sys.stderr, dynamic_ncols=True)
