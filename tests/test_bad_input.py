@@ -13,6 +13,7 @@ import torch
 from seq2seq.bundle import save_bundle
 
 from conftest import TINY_REVERSAL, run
+from test_bundle import Exploit
 from test_language_model import UNICODE_TEXT, char_datamodule, tiny_lm
 
 
@@ -46,6 +47,8 @@ def workspace(trained_reversal, tmp_path_factory) -> Path:
     (work / "short.tgt").write_text("ONE\n")
     (work / "corrupt.ckpt").write_bytes(b"PK\x03\x04 broken zip")
     torch.save({"state_dict": {"model.weight": torch.zeros(3)}}, work / "other_model.ckpt")
+    Exploit.marker = str(work / "pwned")
+    torch.save({"state_dict": {}, "payload": Exploit()}, work / "planted.ckpt")
     return work
 
 
@@ -126,6 +129,12 @@ def test_bad_input_gives_one_clear_line(workspace, command, message, output):
     if output:
         assert not (workspace / output).exists()
     assert not list(workspace.glob(".out.txt.*")) and not list(workspace.glob(".s.json.*"))
+
+
+def test_resume_refuses_a_checkpoint_whose_pickle_would_run_code(workspace):
+    result = run(TRAIN + ["resume=planted.ckpt"], cwd=workspace, check=False)
+    assert result.returncode == 2 and "refused to load" in result.stderr.strip().splitlines()[-1]
+    assert not (workspace / "pwned").exists()
 
 
 @pytest.mark.parametrize("command, message", [

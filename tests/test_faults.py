@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import lightning as L
 import pytest
 import torch
 
+from seq2seq.cli.train import AtomicCheckpointIO
 from seq2seq.errors import UserError
 from seq2seq.language_model import LanguageModel
 from seq2seq.systems import LanguageModelSystem
@@ -75,6 +77,25 @@ def test_learning_rate_must_be_positive_and_finite():
     for lr in (float("nan"), 0.0, -1.0):
         with pytest.raises(UserError, match="optim.lr"):
             LanguageModelSystem(model, lr=lr)
+
+
+def test_a_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": torch.tensor(1)}, target)
+    before = target.read_bytes()
+
+    def disk_full(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(UserError, match="No space left on device.*previous checkpoint is kept"):
+        io.save_checkpoint({"step": torch.tensor(2)}, target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]
+    with pytest.raises(UserError, match="cannot save checkpoint"):
+        io.save_checkpoint({"step": torch.tensor(3)}, tmp_path / "checkpoints" / "last.ckpt" / "inside.ckpt")
 
 
 def test_ctrl_c_during_training_saves_a_resumable_checkpoint(tmp_path):

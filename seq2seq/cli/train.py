@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -76,8 +78,29 @@ class LastValidationStep(L.Callback):
         self.step = trainer.global_step
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed: a kill, a full disk or an unwritable
+    folder during a save leaves the previous checkpoint as it was."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.partial")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise UserError(f"cannot save checkpoint {path} ({error.strerror or error}); "
+                            "the previous checkpoint is kept") from None
+
+
 class SaveOnInterrupt(L.Callback):
-    """Ctrl-C: write a resumable checkpoint (atomically) and say how to continue."""
+    """Ctrl-C: write a resumable checkpoint and say how to continue."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "interrupted.ckpt"
@@ -85,11 +108,8 @@ class SaveOnInterrupt(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, KeyboardInterrupt):
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(f".{self.path.name}.partial")
-        trainer.save_checkpoint(partial)
+        trainer.save_checkpoint(self.path)
         if trainer.is_global_zero:
-            os.replace(partial, self.path)
             print(f"\ninterrupted at epoch {trainer.current_epoch} step {trainer.global_step}; continue with "
                   f"resume={self.path}", file=sys.stderr)
 
@@ -226,8 +246,8 @@ def train(cfg: DictConfig) -> Path:
     loggers = build_loggers(cfg)
     callbacks = [c for c in build_callbacks(cfg)
                  if loggers or not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
-    trainer: L.Trainer = build(cfg.trainer, logger=loggers or False,
-                                     callbacks=callbacks + [last_validation, SaveOnInterrupt(run_dir / "checkpoints")])
+    trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+                               callbacks=callbacks + [last_validation, SaveOnInterrupt(run_dir / "checkpoints")])
     resume = cfg.get("resume")
     if resume:
         check_resumable(Path(resume), system)
