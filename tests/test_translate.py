@@ -62,10 +62,13 @@ def test_cli_file_mode_matches_api_and_leaves_no_temporary_files(trained_reversa
     source = tmp_path / "in.src"
     source.write_text("\n".join(SENTENCES) + "\n")
     result = run(["seq2seq-translate", f"model={model_dir}", f"input={source}", f"output={tmp_path}/out.tgt",
-                  "beam=4", "batch_tokens=10", "chunk_lines=4"], cwd=tmp_path)
+                  "beam=4", "batch_tokens=10", "chunk_lines=4", "progress=true"], cwd=tmp_path)
     assert (tmp_path / "out.tgt").read_text().splitlines() == translator.translate(SENTENCES, beam=4)
-    assert "line" in result.stderr  # the progress bar
+    assert "line" in result.stderr  # the progress bar, asked for
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.src", "out.tgt"]
+    quiet = run(["seq2seq-translate", f"model={model_dir}", f"input={source}", f"output={tmp_path}/out.tgt"],
+                cwd=tmp_path)
+    assert quiet.stderr == ""  # progress=auto: no bar when stderr is not a terminal
 
 
 def test_cli_pipe_nbest_format(model_dir, tmp_path):
