@@ -25,9 +25,6 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULERS = ("none", "plateau", "inverse_sqrt")
-# One kernel for the whole Adam update instead of a chain of per-tensor (foreach) operations;
-# PyTorch has it for CPU and CUDA parameters.
-FUSED_OPTIMIZER = True
 
 
 def inverse_sqrt_factor(step: int, warmup_steps: int) -> float:
@@ -206,8 +203,7 @@ def check_optimization(optimizer: str, scheduler: str, lr: float) -> None:
 def build_optimization(system, monitor: str, mode: str):
     """Optimizer and schedule of a system holding the `optim` settings as attributes."""
     optimizer = OPTIMIZERS[system.optimizer_name](
-        system.model.parameters(), lr=system.lr, betas=system.betas, weight_decay=system.weight_decay,
-        fused=FUSED_OPTIMIZER)
+        system.model.parameters(), lr=system.lr, betas=system.betas, weight_decay=system.weight_decay)
     if system.scheduler_name == "none":
         return optimizer
     if system.scheduler_name == "inverse_sqrt":
