@@ -227,8 +227,15 @@ class TextDataModule(L.LightningDataModule):
         self.train_ids: torch.Tensor | None = None
         self.valid_ids: torch.Tensor | None = None
         self.valid_text = ""
+        self._split: tuple[str, str] | None = None
 
     def _texts(self) -> tuple[str, str]:
+        """(training text, held-out text), read and checked once per process."""
+        if self._split is None:
+            self._split = self._read_and_split()
+        return self._split
+
+    def _read_and_split(self) -> tuple[str, str]:
         if self.download is not None:
             names = [self.train_file] + ([self.valid_file] if self.valid_file else [])
             ensure_files(self.download, self.data_dir, names)

@@ -164,7 +164,8 @@ def loss_report(nats_sum: float, count: int) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------ generation
-SPECIAL_IDS = (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
+# The special ids are the first four (pad 0, unk 1, bos 2, eos 3): one slice masks them all.
+FIRST_TEXT_ID = max(PAD_ID, UNK_ID, BOS_ID, EOS_ID) + 1
 
 
 @torch.no_grad()
@@ -193,7 +194,7 @@ def generate_ids(
     logits = logits[:, -1]
     for _ in range(max_new):
         log_probs = logits.float().log_softmax(-1)
-        log_probs[:, list(SPECIAL_IDS)] = float("-inf")
+        log_probs[:, :FIRST_TEXT_ID] = float("-inf")
         if greedy:
             token = log_probs.argmax(-1)
         else:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from seq2seq.data import Batch
 from seq2seq.errors import UserError
+from seq2seq.generator import TextCodec
 from seq2seq.language_model import (LanguageModel, LSTMState, ScoringStreams, detach_state, generate_ids,
                                     loss_report, score_streams)
 from seq2seq.metrics import score_corpus
@@ -99,16 +100,11 @@ class TranslationSystem(SkipsNonFiniteSteps, L.LightningModule):
         num_val_samples: int = 3,
     ) -> None:
         super().__init__()
-        check_optimization(optimizer, scheduler, lr)
+        keep_optimization(self, optimizer, lr, betas, weight_decay, scheduler, warmup_steps, plateau_factor,
+                          plateau_patience, min_lr, max_nonfinite_steps)
         if not 0.0 <= label_smoothing < 1.0:
             raise UserError(f"label_smoothing={label_smoothing} must be in [0, 1)")
-        if max_nonfinite_steps < 1:
-            raise UserError(f"optim.max_nonfinite_steps={max_nonfinite_steps} must be at least 1")
-        self.max_nonfinite_steps = max_nonfinite_steps
         self.model = model
-        self.optimizer_name, self.lr, self.betas, self.weight_decay = optimizer, lr, tuple(betas), weight_decay
-        self.scheduler_name, self.warmup_steps = scheduler, warmup_steps
-        self.plateau_factor, self.plateau_patience, self.min_lr = plateau_factor, plateau_patience, min_lr
         self.label_smoothing = label_smoothing
         self.val_beam, self.max_len_ratio, self.max_len_offset = val_beam, max_len_ratio, max_len_offset
         self.num_val_samples = num_val_samples
@@ -191,13 +187,22 @@ class TranslationSystem(SkipsNonFiniteSteps, L.LightningModule):
         return build_optimization(self, monitor="val/bleu", mode="max")
 
 
-def check_optimization(optimizer: str, scheduler: str, lr: float) -> None:
+def keep_optimization(system, optimizer: str, lr: float, betas, weight_decay: float, scheduler: str,
+                      warmup_steps: int, plateau_factor: float, plateau_patience: int, min_lr: float,
+                      max_nonfinite_steps: int) -> None:
+    """Check the `optim` settings and keep them on `system` for `build_optimization`."""
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise UserError(f"optim.lr={lr} must be a positive number")
     if optimizer not in OPTIMIZERS:
         raise UserError(f"optim.optimizer={optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     if scheduler not in SCHEDULERS:
         raise UserError(f"optim.scheduler={scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+    if max_nonfinite_steps < 1:
+        raise UserError(f"optim.max_nonfinite_steps={max_nonfinite_steps} must be at least 1")
+    system.optimizer_name, system.lr, system.betas, system.weight_decay = optimizer, lr, tuple(betas), weight_decay
+    system.scheduler_name, system.warmup_steps = scheduler, warmup_steps
+    system.plateau_factor, system.plateau_patience, system.min_lr = plateau_factor, plateau_patience, min_lr
+    system.max_nonfinite_steps = max_nonfinite_steps
 
 
 def build_optimization(system, monitor: str, mode: str):
@@ -245,17 +250,12 @@ class LanguageModelSystem(SkipsNonFiniteSteps, L.LightningModule):
         sample_temperature: float = 0.8,
     ) -> None:
         super().__init__()
-        check_optimization(optimizer, scheduler, lr)
+        keep_optimization(self, optimizer, lr, betas, weight_decay, scheduler, warmup_steps, plateau_factor,
+                          plateau_patience, min_lr, max_nonfinite_steps)
         if label_smoothing != 0.0:
             # Smoothing would make the reported nats/char a different quantity than the likelihood.
             raise UserError("optim.label_smoothing must be 0 for a language model")
-        if max_nonfinite_steps < 1:
-            raise UserError(f"optim.max_nonfinite_steps={max_nonfinite_steps} must be at least 1")
-        self.max_nonfinite_steps = max_nonfinite_steps
         self.model = model
-        self.optimizer_name, self.lr, self.betas, self.weight_decay = optimizer, lr, tuple(betas), weight_decay
-        self.scheduler_name, self.warmup_steps = scheduler, warmup_steps
-        self.plateau_factor, self.plateau_patience, self.min_lr = plateau_factor, plateau_patience, min_lr
         self.sample_every_n_steps, self.sample_chars = sample_every_n_steps, sample_chars
         self.sample_prompt, self.sample_temperature = sample_prompt, sample_temperature
         self.train_state: LSTMState | None = None
@@ -286,8 +286,6 @@ class LanguageModelSystem(SkipsNonFiniteSteps, L.LightningModule):
             self.log("train/chars_per_s", self._chars_seen / elapsed, sync_dist=True, reduce_fx="sum")
 
     def sample_text(self) -> str:
-        from seq2seq.generator import TextCodec  # generator imports the data side; keep it lazy
-
         codec = TextCodec(self.trainer.datamodule.tokenizer)
         was_training = self.model.training
         self.model.eval()

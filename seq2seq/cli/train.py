@@ -139,15 +139,14 @@ def export_model(trainer: L.Trainer, system: L.LightningModule, datamodule, run_
     """
     checkpoint = trainer.checkpoint_callback
     monitor = checkpoint.monitor if checkpoint and checkpoint.monitor else VALIDATION_METRIC[cfg.task.name]
-    larger_is_better = checkpoint.mode == "max" if checkpoint else monitor == "val/bleu"
+    sign = 1.0 if (checkpoint.mode == "max" if checkpoint else monitor == "val/bleu") else -1.0  # +1: larger wins
     best_path = checkpoint.best_model_path if checkpoint else ""
     best_score = checkpoint.best_model_score if checkpoint else None
     final_score = None
     if trainer.global_step != last_validation.step:
         results = trainer.validate(system, datamodule=datamodule, verbose=False)
         final_score = results[0].get(monitor) if results else None
-    best_wins = best_score is not None and (
-        final_score is None or (float(best_score) >= final_score if larger_is_better else float(best_score) <= final_score))
+    best_wins = best_score is not None and (final_score is None or sign * float(best_score) >= sign * final_score)
     if best_path and best_wins:
         state = load_state_dict(best_path)["state_dict"]
         system.model.load_state_dict(
