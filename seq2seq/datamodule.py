@@ -156,13 +156,15 @@ class TranslationDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         world, rank = rank_info(self)
-        sampler = TokenBatchSampler(self.valid_set.src_lengths, self.valid_set.tgt_lengths, self.valid_max_tokens,
-                                    shuffle=False, num_replicas=1, rank=0)
-        # Each rank takes a distinct slice of the (unpadded) batch list: every validation
-        # sentence is decoded exactly once across ranks.
-        batches = list(sampler)[rank::world]
+        # Each rank decodes a distinct share of the sentences (every world-th by length, so the
+        # shares cost about the same): every validation sentence is decoded exactly once, and
+        # every rank has work even when the whole set fits one batch.
+        lengths = self.valid_set.src_lengths
+        share = sorted(range(len(lengths)), key=lengths.__getitem__)[rank::world]
+        sampler = TokenBatchSampler([lengths[i] for i in share], [self.valid_set.tgt_lengths[i] for i in share],
+                                    self.valid_max_tokens, shuffle=False)
+        batches = [[share[i] for i in batch] for batch in sampler]
         return DataLoader(self.valid_set, sampler=batches, batch_size=None, num_workers=0)
-
 
 
 class TextWindows(Dataset):

@@ -159,7 +159,10 @@ class TranslationSystem(SkipsNonFiniteSteps, L.LightningModule):
             outputs = [o for part in gathered for o in part[0]]
             loss_sum = sum(part[1] for part in gathered)
             tokens = sum(part[2] for part in gathered)
-        by_index = dict(outputs)  # each sentence once, whatever the number of ranks
+        by_index = dict(outputs)
+        if len(by_index) != len(outputs):
+            # The validation loader gives each rank distinct batches; a repeat would skew BLEU.
+            raise RuntimeError(f"validation decoded {len(outputs) - len(by_index)} sentences more than once")
         refs = self.trainer.datamodule.valid_refs
         if len(by_index) != len(refs):
             # A partial validation (limit_val_batches, fast_dev_run) scores what it decoded.
@@ -174,6 +177,7 @@ class TranslationSystem(SkipsNonFiniteSteps, L.LightningModule):
         self.log("val/ppl", math.exp(min(val_loss, 50.0)))
         self.log("val/bleu", scores["bleu"].score, prog_bar=True)
         self.log("val/chrf", scores["chrf"].score)
+        self.log("val/sentences", float(len(hyps)))
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             srcs = self.trainer.datamodule.valid_srcs
             lines = [f"epoch {self.current_epoch} step {self.global_step}: val loss {val_loss:.3f} "

@@ -23,6 +23,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.bundle import load_state_dict, save_bundle
+from seq2seq.classification_system import ClassificationSystem
+from seq2seq.cli.classify import evaluate_test_split
 from seq2seq.cli.common import CONF_DIR, user_errors_to_exit
 from seq2seq.cli.evaluate import format_scores
 from seq2seq.data import read_parallel
@@ -131,7 +133,7 @@ def check_resumable(path: Path, system: L.LightningModule) -> None:
 
 
 def export_model(trainer: L.Trainer, system: L.LightningModule, datamodule, run_dir: Path,
-                 cfg: DictConfig, last_validation: LastValidationStep) -> Path:
+                 cfg: DictConfig, last_validation: LastValidationStep) -> Path | None:
     """Write `<run_dir>/model` from the best validated weights.
 
     Training can stop between validations (max_time, max_steps, Ctrl-C); the final weights are
@@ -156,11 +158,16 @@ def export_model(trainer: L.Trainer, system: L.LightningModule, datamodule, run_
     else:
         chosen = final_score
         log.info("exporting final weights (%s %s)", monitor, "n/a" if chosen is None else f"{chosen:.4f}")
+    if not trainer.is_global_zero:
+        return None  # under DDP every rank holds the same weights; one writes them
     trained = {"epochs": trainer.current_epoch, "steps": trainer.global_step, monitor.replace("/", "_"): chosen}
     if cfg.task.name == "language_model":
         extra = {"data": {"data_dir": str(Path(datamodule.data_dir).resolve()), "train_file": datamodule.train_file},
                  "trained": trained}
         return save_bundle(run_dir / "model", system.model, "lstm_lm", datamodule.tokenizer_files(), extra)
+    if cfg.task.name == "classification":
+        return save_bundle(run_dir / "model", system.model, "lstm_classifier", datamodule.tokenizer_files(),
+                           datamodule.bundle_extra() | {"trained": trained})
     extra = {
         "data": {"data_dir": str(Path(datamodule.data_dir).resolve()), "src_lang": datamodule.src_lang,
                  "tgt_lang": datamodule.tgt_lang},
@@ -210,12 +217,13 @@ def cfg_device(cfg: DictConfig) -> str | None:
     return "cpu" if cfg.trainer.get("accelerator") == "cpu" else None
 
 
-SYSTEMS = {"translation": TranslationSystem, "language_model": LanguageModelSystem}
-VALIDATION_METRIC = {"translation": "val/bleu", "language_model": "val/loss"}
+SYSTEMS = {"translation": TranslationSystem, "language_model": LanguageModelSystem,
+           "classification": ClassificationSystem}
+VALIDATION_METRIC = {"translation": "val/bleu", "language_model": "val/loss", "classification": "val/accuracy"}
 
 
 @user_errors_to_exit
-def train(cfg: DictConfig) -> Path:
+def train(cfg: DictConfig) -> Path | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -230,6 +238,11 @@ def train(cfg: DictConfig) -> Path:
         datamodule.prepare_data()
         datamodule.setup("fit")
         model = build(cfg.model, vocab_size=datamodule.tokenizer.vocab_size)
+    elif cfg.task.name == "classification":
+        # The tokenizer and the label files fix the model's input and output sizes.
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        model = build(cfg.model, vocab_size=datamodule.tokenizer.vocab_size, num_classes=len(datamodule.labels))
     else:
         if cfg.model.get("share_embeddings") and not cfg.tokenizer.get("joint", True):
             raise UserError("model.share_embeddings=true needs tokenizer.joint=true: with separate vocabularies "
@@ -261,10 +274,14 @@ def train(cfg: DictConfig) -> Path:
         kept = f"; the last good checkpoint is {last}" if last and last.is_file() else ""
         raise UserError(system.stopped_reason + kept)
     model_dir = export_model(trainer, system, datamodule, run_dir, cfg, last_validation)
+    if model_dir is None:
+        return None
     print(f"model written to {model_dir}")
-    if cfg.get("evaluate_test", True) and trainer.is_global_zero:
+    if cfg.get("evaluate_test", True):
         if task_name == "language_model":
             evaluate_held_out_text(model_dir, datamodule, cfg, run_dir)
+        elif task_name == "classification":
+            evaluate_test_split(model_dir, datamodule, run_dir, cfg_device(cfg))
         else:
             evaluate_test(model_dir, datamodule, cfg, run_dir)
     return model_dir
