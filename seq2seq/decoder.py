@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2seq.attention import Attention
+from seq2seq.explicit_lstm import make_lstm
 from seq2seq.rnn import lstm_step
 
 
@@ -67,6 +68,7 @@ class Decoder(nn.Module):
         input_feeding: bool = False,
         attend_before_rnn: bool = False,
         dropout: float = 0.0,
+        cell: str = "fused",
     ) -> None:
         super().__init__()
         if attend_before_rnn and attention is None:
@@ -85,8 +87,7 @@ class Decoder(nn.Module):
             rnn_input += output_size
         if attend_before_rnn:
             rnn_input += encoder_size
-        self.rnn = nn.LSTM(rnn_input, hidden_size, num_layers=num_layers, batch_first=True,
-                           dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = make_lstm(cell, rnn_input, hidden_size, num_layers, dropout=dropout)
         # Bridge: encoder final state -> initial (h, c) of every decoder layer.
         self.bridge = nn.Linear(encoder_size, 2 * num_layers * hidden_size)
         context_size = encoder_size if attention is not None else 0

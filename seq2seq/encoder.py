@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seq2seq.explicit_lstm import make_lstm
+
 
 class Encoder(nn.Module):
     """Reads a padded source batch; padding never influences real positions (packed LSTM)."""
@@ -17,18 +19,12 @@ class Encoder(nn.Module):
         num_layers: int = 1,
         bidirectional: bool = True,
         dropout: float = 0.0,
+        cell: str = "fused",
     ) -> None:
         super().__init__()
         self.embedding = embedding
         self.dropout = nn.Dropout(dropout)
-        self.rnn = nn.LSTM(
-            embedding.embedding_dim,
-            hidden_size,
-            num_layers=num_layers,
-            batch_first=True,
-            bidirectional=bidirectional,
-            dropout=dropout if num_layers > 1 else 0.0,
-        )
+        self.rnn = make_lstm(cell, embedding.embedding_dim, hidden_size, num_layers, bidirectional, dropout)
         self.num_directions = 2 if bidirectional else 1
         self.output_size = hidden_size * self.num_directions
 

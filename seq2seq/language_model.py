@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2seq.errors import UserError
+from seq2seq.explicit_lstm import make_lstm
 from seq2seq.rnn import LSTMState, lstm_step
 from seq2seq.search import check_sampling, sample_tokens
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
@@ -36,6 +37,7 @@ class LanguageModel(nn.Module):
         num_layers: int = 2,
         dropout: float = 0.2,
         tie_embeddings: bool = False,
+        cell: str = "fused",
     ) -> None:
         super().__init__()
         if vocab_size < 5:
@@ -48,12 +50,11 @@ class LanguageModel(nn.Module):
             raise UserError(f"model.tie_embeddings=true needs embed_dim ({embed_dim}) == hidden_size "
                             f"({hidden_size}): the output layer reuses the embedding table")
         self.config = dict(vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size,
-                           num_layers=num_layers, dropout=dropout, tie_embeddings=tie_embeddings)
+                           num_layers=num_layers, dropout=dropout, tie_embeddings=tie_embeddings, cell=cell)
         self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
         self.dropout = nn.Dropout(dropout)
-        self.lstm = nn.LSTM(embed_dim, hidden_size, num_layers, batch_first=True,
-                            dropout=dropout if num_layers > 1 else 0.0)
+        self.lstm = make_lstm(cell, embed_dim, hidden_size, num_layers, dropout=dropout)
         self.output = nn.Linear(hidden_size, vocab_size)
         if tie_embeddings:
             self.output.weight = self.embedding.weight

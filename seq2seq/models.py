@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from seq2seq.attention import ATTENTION_TYPES, make_attention
+from seq2seq.classification import LSTMClassifier
 from seq2seq.decoder import Decoder, DecoderState, EncoderMemory
 from seq2seq.encoder import Encoder
 from seq2seq.errors import UserError
@@ -35,6 +36,7 @@ class Seq2Seq(nn.Module):
         dropout: float = 0.3,
         tie_output_embeddings: bool = True,
         share_embeddings: bool = False,
+        cell: str = "fused",
     ) -> None:
         super().__init__()
         if attention not in ATTENTION_TYPES:
@@ -50,7 +52,7 @@ class Seq2Seq(nn.Module):
         src_embedding = nn.Embedding(src_vocab_size, embed_dim, padding_idx=PAD_ID)
         tgt_embedding = src_embedding if share_embeddings else nn.Embedding(
             tgt_vocab_size, embed_dim, padding_idx=PAD_ID)
-        self.encoder = Encoder(src_embedding, encoder_hidden_size, encoder_layers, bidirectional, dropout)
+        self.encoder = Encoder(src_embedding, encoder_hidden_size, encoder_layers, bidirectional, dropout, cell)
         # With tied output embeddings the attentional output must live in embedding space.
         output_size = embed_dim if tie_output_embeddings else decoder_hidden_size
         self.decoder = Decoder(
@@ -63,6 +65,7 @@ class Seq2Seq(nn.Module):
             input_feeding=input_feeding,
             attend_before_rnn=attention == "bahdanau",
             dropout=dropout,
+            cell=cell,
         )
         self.generator = nn.Linear(output_size, tgt_vocab_size)
         if tie_output_embeddings:
@@ -114,4 +117,4 @@ class Seq2Seq(nn.Module):
         return log_probs, state, weights
 
 
-MODEL_TYPES = {"seq2seq": Seq2Seq, "lstm_lm": LanguageModel}
+MODEL_TYPES = {"seq2seq": Seq2Seq, "lstm_lm": LanguageModel, "lstm_classifier": LSTMClassifier}

@@ -15,29 +15,45 @@ from torch import nn
 LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, B, H)
 
 
-def plain_lstm_step(rnn: nn.LSTM, x: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
-    """(B, I) inputs -> (B, H) top-layer output and the new state, with the weights of `rnn`.
+def layer_weights(rnn: nn.Module, layer: int, reverse: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(4H, I) input weights, (4H, H) recurrent weights and the summed (4H,) bias of one layer.
 
-    The equations of nn.LSTM (gates i, f, g, o): c' = s(f)*c + s(i)*tanh(g), h' = s(o)*tanh(c').
+    `rnn` is an nn.LSTM or anything with its parameter names (seq2seq.explicit_lstm.ExplicitLSTM).
     """
+    suffix = f"l{layer}_reverse" if reverse else f"l{layer}"
+    bias = getattr(rnn, f"bias_ih_{suffix}") + getattr(rnn, f"bias_hh_{suffix}")
+    return getattr(rnn, f"weight_ih_{suffix}"), getattr(rnn, f"weight_hh_{suffix}"), bias
+
+
+def lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> LSTMState:
+    """The new (h, c) from the (B, 4H) gate pre-activations, stacked i, f, g, o as in nn.LSTM.
+
+    c' = s(f)*c + s(i)*tanh(g), h' = s(o)*tanh(c'), with s the logistic sigmoid.
+    """
+    i, f, g, o = gates.chunk(4, dim=1)
+    forget, remember, candidate = torch.sigmoid(f), torch.sigmoid(i), torch.tanh(g)
+    c_new = forget * c + remember * candidate
+    h_new = torch.sigmoid(o) * torch.tanh(c_new)
+    return h_new, c_new
+
+
+def plain_lstm_step(rnn: nn.Module, x: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
+    """(B, I) inputs -> (B, H) top-layer output and the new state, with the weights of `rnn`."""
     h, c = state
     hs, cs = [], []
     layer_input = x
     for layer in range(rnn.num_layers):
-        w_ih = getattr(rnn, f"weight_ih_l{layer}")
-        w_hh = getattr(rnn, f"weight_hh_l{layer}")
-        bias = getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}")
+        w_ih, w_hh, bias = layer_weights(rnn, layer)
         gates = torch.addmm(bias, layer_input, w_ih.t()) + torch.mm(h[layer], w_hh.t())  # (B, 4H)
-        i, f, g, o = gates.chunk(4, dim=1)
-        c_new = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
-        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        h_new, c_new = lstm_cell(gates, c[layer])
         hs.append(h_new)
         cs.append(c_new)
         layer_input = h_new
     return layer_input, (torch.stack(hs), torch.stack(cs))
 
 
-def lstm_step(rnn: nn.LSTM, x: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
+def lstm_step(rnn: nn.Module, x: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
     """One inference step of a batch-first `rnn` for (B, I) inputs; (B, H) output and new state."""
     fused = x.is_cuda or (torch.is_autocast_enabled(x.device.type) and x.size(0) >= 16)
     if fused:
