@@ -127,8 +127,10 @@ def _scan(inputs: torch.Tensor, w_hh: torch.Tensor, h: torch.Tensor, c: torch.Te
     # Steps before the shortest row ends are real for every row: no masking needed there.
     all_real_until = inputs.size(0) if real is None else int(real.squeeze(-1).all(dim=1).sum())
     outputs = []
-    for t in range(inputs.size(0)):
-        gates = torch.addmm(inputs[t], h, w_hh_t)  # (B, 4H): one product for the four gates
+    # unbind, not inputs[t]: the backward of T unbound slices is one stack, where that of T
+    # indexed slices fills a zero (T, B, 4H) tensor per step (measured 1.7x slower in all).
+    for t, input_terms in enumerate(inputs.unbind(0)):
+        gates = torch.addmm(input_terms, h, w_hh_t)  # (B, 4H): one product for the four gates
         h_new, c_new = lstm_cell(gates, c)
         if t >= all_real_until:  # past a row's end its state stays as it was
             h_new, c_new = torch.where(real[t], h_new, h), torch.where(real[t], c_new, c)
