@@ -8,6 +8,7 @@ sharded by rank.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -18,7 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 
 from seq2seq.data import ParallelDataset, TokenBatchSampler, encode_parallel, read_parallel, read_text
 from seq2seq.datasets import ensure_files
@@ -45,6 +46,58 @@ def keep_with_run(files: set[Path], run_dir: Path | None) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for path in files:
         shutil.copyfile(path, target / path.name)
+
+
+class ResumableSampler(Sampler):
+    """Wraps a training sampler so that one epoch can start part-way through, for exact resumption."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """The next iteration continues `epoch` after its first `batches_done` batches."""
+        if batches_done >= len(self.sampler):
+            epoch, batches_done = epoch + 1, 0
+        self.set_epoch(epoch)
+        self._skip = batches_done
+
+    def __iter__(self):
+        # Skipped batches are index lists only: no data is read or tokenized for them.
+        skip, self._skip = self._skip, 0
+        return itertools.islice(iter(self.sampler), skip, None)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class ResumableLoader(DataLoader):
+    """Training batches whose place in the epoch travels in Lightning checkpoints.
+
+    Lightning stores `state_dict()` of a training loader that has one and, on resume, hands it
+    to `load_state_dict()` before the first batch is drawn. The resumed run then trains on
+    exactly the batches the interrupted one had not, in the same order.
+    """
+
+    def __init__(self, dataset: Dataset, sampler: Sampler, datamodule: L.LightningDataModule) -> None:
+        super().__init__(dataset, sampler=ResumableSampler(sampler), batch_size=None, num_workers=0)
+        self.datamodule = datamodule
+
+    def state_dict(self) -> dict[str, int]:
+        # Lightning's `processed` counts batches whose optimizer work is done, including the
+        # one whose on_train_batch_end writes the checkpoint; the loader itself runs a batch
+        # ahead (prefetch), so its own count would skip one batch.
+        progress = self.datamodule.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.sampler.epoch, "batches_done": progress.processed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume(int(state["epoch"]), int(state["batches_done"]))
 
 
 class TranslationDataModule(L.LightningDataModule):
@@ -152,7 +205,7 @@ class TranslationDataModule(L.LightningDataModule):
         world, rank = rank_info(self)
         sampler = TokenBatchSampler(self.train_set.src_lengths, self.train_set.tgt_lengths, self.max_tokens,
                                     shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
-        return DataLoader(self.train_set, sampler=sampler, batch_size=None, num_workers=0)
+        return ResumableLoader(self.train_set, sampler, self)
 
     def val_dataloader(self) -> DataLoader:
         world, rank = rank_info(self)
@@ -289,7 +342,8 @@ class TextDataModule(L.LightningDataModule):
         world, rank = rank_info(self)
         # Every rank reads its own `batch_streams` of the world's streams: distinct text, one pass.
         streams = stream_batches(self.train_ids, self.batch_streams * world)[rank::world]
-        return DataLoader(TextWindows(streams, self.bptt), batch_size=None, shuffle=False, num_workers=0)
+        windows = TextWindows(streams, self.bptt)
+        return ResumableLoader(windows, SequentialSampler(windows), self)
 
     def val_dataloader(self) -> DataLoader:
         world, rank = rank_info(self)

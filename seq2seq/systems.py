@@ -49,6 +49,12 @@ class SkipsNonFiniteSteps:
     nonfinite_in_a_row = 0
     stopped_reason: str | None = None
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["nonfinite_steps"] = [self.nonfinite_steps, self.nonfinite_in_a_row]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.nonfinite_steps, self.nonfinite_in_a_row = checkpoint.get("nonfinite_steps", [0, 0])
+
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         # Lightning calls this after backward (and unscaling) on every step, clipping or not: one
         # pass over the gradients gives the norm for both the finiteness check and the clipping.
@@ -210,19 +216,62 @@ def keep_optimization(system, optimizer: str, lr: float, betas, weight_decay: fl
 
 
 def build_optimization(system, monitor: str, mode: str):
-    """Optimizer and schedule of a system holding the `optim` settings as attributes."""
+    """Optimizer and schedule of a system holding the `optim` settings as attributes.
+
+    The plateau schedule is not handed to Lightning, which would step it at the end of the
+    epoch, after the checkpoint of that validation is written, and skips that step in an
+    epoch resumed from a mid-epoch checkpoint. `PlateauSchedule` steps it right after each
+    validation instead, so every checkpoint holds the schedule that goes with its weights.
+    """
     optimizer = OPTIMIZERS[system.optimizer_name](
         system.model.parameters(), lr=system.lr, betas=system.betas, weight_decay=system.weight_decay)
+    system.plateau = None
     if system.scheduler_name == "none":
         return optimizer
     if system.scheduler_name == "inverse_sqrt":
         warmup = system.warmup_steps
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: inverse_sqrt_factor(step, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-    schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode=mode, factor=system.plateau_factor, patience=system.plateau_patience, min_lr=system.min_lr)
-    return {"optimizer": optimizer,
-            "lr_scheduler": {"scheduler": schedule, "monitor": monitor, "interval": "epoch", "strict": False}}
+    system.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode=mode, factor=system.plateau_factor, patience=system.plateau_patience,
+        min_lr=system.min_lr), monitor)
+    return optimizer
+
+
+class PlateauSchedule(L.Callback):
+    """Steps a system's plateau schedule after every validation of training and keeps its state
+    in checkpoints (Lightning orders checkpoint callbacks last, so the step comes first)."""
+
+    def __init__(self) -> None:
+        self._pending: dict | None = None
+
+    @staticmethod
+    def _schedule(pl_module):
+        plateau = getattr(pl_module, "plateau", None)
+        return plateau if plateau is not None else (None, None)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        schedule, monitor = self._schedule(pl_module)
+        if schedule is None or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        value = trainer.callback_metrics.get(monitor)
+        if value is not None:
+            schedule.step(float(value))
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        schedule, _ = self._schedule(pl_module)
+        if schedule is not None:
+            checkpoint["plateau_schedule"] = schedule.state_dict()
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self._pending = checkpoint.get("plateau_schedule")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # The optimizer (and so the schedule) is built after checkpoint hooks have run.
+        schedule, _ = self._schedule(pl_module)
+        if schedule is not None and self._pending is not None:
+            schedule.load_state_dict(self._pending)
+        self._pending = None
 
 
 class LanguageModelSystem(SkipsNonFiniteSteps, L.LightningModule):
@@ -270,8 +319,23 @@ class LanguageModelSystem(SkipsNonFiniteSteps, L.LightningModule):
         self.train_state = None
         self._chars_seen, self._epoch_start = 0, time.perf_counter()
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # A resume mid-epoch continues each stream from where it was, as training would have.
+        checkpoint["stream_state"] = {"world_size": self.trainer.world_size,
+                                      "state": list(self.train_state) if self.train_state else None}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get("stream_state") or {}
+        # Only rank 0's streams are in the file: with several ranks, the others' would be wrong.
+        if saved.get("state") is not None and saved.get("world_size") == 1 == self.trainer.world_size:
+            self.train_state = tuple(saved["state"])
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
+        if self.train_state is not None and self.train_state[0].device != inputs.device:
+            self.train_state = tuple(s.to(inputs.device) for s in self.train_state)
         logits, state = self.model(inputs, self.train_state)
         self.train_state = detach_state(state)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))

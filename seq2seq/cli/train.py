@@ -23,15 +23,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.bundle import load_state_dict, save_bundle
+from seq2seq.checkpointing import RandomStateCheckpoint
 from seq2seq.classification_system import ClassificationSystem
 from seq2seq.cli.classify import evaluate_test_split
 from seq2seq.cli.common import CONF_DIR, user_errors_to_exit
 from seq2seq.cli.evaluate import format_scores
 from seq2seq.data import read_parallel
 from seq2seq.errors import UserError
+from seq2seq.forecast_training import MODEL_TYPE as FORECASTER, ForecastSystem, evaluate_forecaster
 from seq2seq.metrics import score_corpus
 from seq2seq.generator import Generator
-from seq2seq.systems import LanguageModelSystem, TranslationSystem
+from seq2seq.systems import LanguageModelSystem, PlateauSchedule, TranslationSystem
 from seq2seq.translator import Translator
 
 log = logging.getLogger("seq2seq.train")
@@ -168,6 +170,8 @@ def export_model(trainer: L.Trainer, system: L.LightningModule, datamodule, run_
     if cfg.task.name == "classification":
         return save_bundle(run_dir / "model", system.model, "lstm_classifier", datamodule.tokenizer_files(),
                            datamodule.bundle_extra() | {"trained": trained})
+    if cfg.task.name == "forecast":
+        return save_bundle(run_dir / "model", system.model, FORECASTER, {}, datamodule.describe() | {"trained": trained})
     extra = {
         "data": {"data_dir": str(Path(datamodule.data_dir).resolve()), "src_lang": datamodule.src_lang,
                  "tgt_lang": datamodule.tgt_lang},
@@ -218,8 +222,9 @@ def cfg_device(cfg: DictConfig) -> str | None:
 
 
 SYSTEMS = {"translation": TranslationSystem, "language_model": LanguageModelSystem,
-           "classification": ClassificationSystem}
-VALIDATION_METRIC = {"translation": "val/bleu", "language_model": "val/loss", "classification": "val/accuracy"}
+           "classification": ClassificationSystem, "forecast": ForecastSystem}
+VALIDATION_METRIC = {"translation": "val/bleu", "language_model": "val/loss", "classification": "val/accuracy",
+                     "forecast": "val/mae"}
 
 
 @user_errors_to_exit
@@ -243,6 +248,11 @@ def train(cfg: DictConfig) -> Path | None:
         datamodule.prepare_data()
         datamodule.setup("fit")
         model = build(cfg.model, vocab_size=datamodule.tokenizer.vocab_size, num_classes=len(datamodule.labels))
+    elif cfg.task.name == "forecast":
+        # The model carries the scale fitted on the training span.
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        model = build(cfg.model, **datamodule.model_arguments())
     else:
         if cfg.model.get("share_embeddings") and not cfg.tokenizer.get("joint", True):
             raise UserError("model.share_embeddings=true needs tokenizer.joint=true: with separate vocabularies "
@@ -258,8 +268,11 @@ def train(cfg: DictConfig) -> Path | None:
     loggers = build_loggers(cfg)
     callbacks = [c for c in build_callbacks(cfg)
                  if loggers or not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
+    # The plateau step comes before last.ckpt is written after a validation: callbacks run in order.
+    callbacks = [PlateauSchedule(), RandomStateCheckpoint()] + callbacks
     trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, plugins=[AtomicCheckpointIO()],
-                               callbacks=callbacks + [last_validation, SaveOnInterrupt(run_dir / "checkpoints")])
+                               callbacks=callbacks + [last_validation,
+                                                    SaveOnInterrupt(run_dir / "checkpoints")])
     resume = cfg.get("resume")
     if resume:
         check_resumable(Path(resume), system)
@@ -270,8 +283,8 @@ def train(cfg: DictConfig) -> Path | None:
             sys.exit(130)
         raise
     if system.stopped_reason:
-        last = Path(trainer.checkpoint_callback.last_model_path or "") if trainer.checkpoint_callback else None
-        kept = f"; the last good checkpoint is {last}" if last and last.is_file() else ""
+        last = run_dir / "checkpoints" / "last.ckpt"
+        kept = f"; the last good checkpoint is {last}" if last.is_file() else ""
         raise UserError(system.stopped_reason + kept)
     model_dir = export_model(trainer, system, datamodule, run_dir, cfg, last_validation)
     if model_dir is None:
@@ -282,6 +295,8 @@ def train(cfg: DictConfig) -> Path | None:
             evaluate_held_out_text(model_dir, datamodule, cfg, run_dir)
         elif task_name == "classification":
             evaluate_test_split(model_dir, datamodule, run_dir, cfg_device(cfg))
+        elif task_name == "forecast":
+            evaluate_forecaster(model_dir, datamodule, run_dir, cfg_device(cfg))
         else:
             evaluate_test(model_dir, datamodule, cfg, run_dir)
     return model_dir
