@@ -73,8 +73,14 @@ class SkipsNonFiniteSteps:
             param.grad = None  # the optimizer leaves parameters without gradients untouched
         self.nonfinite_steps += 1
         self.nonfinite_in_a_row += 1
-        log.warning("step %d: non-finite loss or gradients, update skipped (%d in a row, %d in all)",
-                    self.global_step, self.nonfinite_in_a_row, self.nonfinite_steps)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None:
+            # fp16 loss scaling overflows now and then by design; the scaler lowers the scale.
+            log.info("step %d: fp16 gradients overflowed at loss scale %g, update skipped (%d in a row)",
+                     self.global_step, scaler.get_scale(), self.nonfinite_in_a_row)
+        else:
+            log.warning("step %d: non-finite loss or gradients, update skipped (%d in a row, %d in all)",
+                        self.global_step, self.nonfinite_in_a_row, self.nonfinite_steps)
         if self.nonfinite_in_a_row >= self.max_nonfinite_steps:
             self.stopped_reason = (
                 f"training stopped at step {self.global_step}: {self.nonfinite_in_a_row} steps in a row had a "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -70,6 +71,21 @@ def check_trainer_settings(trainer: DictConfig) -> None:
     clip = trainer.get("gradient_clip_val")
     if clip is not None and not isinstance(clip, (int, float)):
         raise UserError(f"trainer.gradient_clip_val={clip!r} must be a number")
+
+
+def precision_settings(cfg: DictConfig) -> dict:
+    """Trainer arguments for `trainer.precision`.
+
+    Lightning turns fp16 on a CPU into bf16 without loss scaling; here `16-mixed` means fp16
+    with a loss scaler on every device, so the scaled path can be run and tested without a GPU.
+    """
+    precision = str(cfg.trainer.get("precision"))
+    if precision not in ("16-mixed", "16") or cfg.trainer.get("accelerator") != "cpu":
+        return {}
+    if cfg.model.get("cell", "fused") != "explicit":
+        raise UserError("trainer.precision=16-mixed on CPU needs model.cell=explicit: oneDNN has no float16 LSTM "
+                        "(bf16-mixed is the fast choice on CPU)")
+    return {"precision": None, "plugins": [MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))]}
 
 
 class LastValidationStep(L.Callback):
@@ -270,7 +286,9 @@ def train(cfg: DictConfig) -> Path | None:
                  if loggers or not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
     # The plateau step comes before last.ckpt is written after a validation: callbacks run in order.
     callbacks = [PlateauSchedule(), RandomStateCheckpoint()] + callbacks
-    trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+    precision = precision_settings(cfg)
+    trainer: L.Trainer = build(cfg.trainer, logger=loggers or False,
+                               plugins=[AtomicCheckpointIO(), *precision.pop("plugins", [])], **precision,
                                callbacks=callbacks + [last_validation,
                                                     SaveOnInterrupt(run_dir / "checkpoints")])
     resume = cfg.get("resume")
