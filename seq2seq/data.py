@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
@@ -113,15 +114,19 @@ class ParallelDataset(Dataset):
         return [len(t) + 1 for t in self.tgt_ids]  # +1 for BOS/EOS
 
     def __getitem__(self, positions: Sequence[int]) -> Batch:
-        src = [self.src_ids[i] for i in positions]
-        tgt = [self.tgt_ids[i] for i in positions]
-        return Batch(
-            src=pad_sequences(src),
-            src_lengths=torch.tensor([max(len(s), 1) for s in src], dtype=torch.long),
-            tgt_in=pad_sequences([[BOS_ID] + t for t in tgt]),
-            tgt_out=pad_sequences([t + [EOS_ID] for t in tgt]),
-            indices=torch.tensor([self.corpus_index[i] for i in positions], dtype=torch.long),
-        )
+        return make_batch([self.src_ids[i] for i in positions], [self.tgt_ids[i] for i in positions],
+                          [self.corpus_index[i] for i in positions])
+
+
+def make_batch(src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]], indices: Sequence[int]) -> Batch:
+    """Pad encoded pairs into a `Batch`; `indices` are their corpus positions."""
+    return Batch(
+        src=pad_sequences(src),
+        src_lengths=torch.tensor([max(len(s), 1) for s in src], dtype=torch.long),
+        tgt_in=pad_sequences([[BOS_ID, *t] for t in tgt]),
+        tgt_out=pad_sequences([[*t, EOS_ID] for t in tgt]),
+        indices=torch.tensor(indices, dtype=torch.long),
+    )
 
 
 def encode_parallel(
@@ -193,17 +198,7 @@ class TokenBatchSampler(Sampler[list[int]]):
             # Random order first, then a stable sort: equal-length pairs land in random batches.
             order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
         order.sort(key=lambda i: (src_lengths[i], tgt_lengths[i]))
-        batches, current, width = [], [], 0
-        for i in order:
-            longest = max(width, src_lengths[i], tgt_lengths[i])
-            if current and longest * (len(current) + 1) > max_tokens:
-                batches.append(current)
-                current, longest = [], max(src_lengths[i], tgt_lengths[i])
-            current.append(i)
-            width = longest
-        if current:
-            batches.append(current)
-        self.batches = batches
+        self.batches = cut_batches(order, src_lengths, tgt_lengths, max_tokens)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -222,6 +217,24 @@ class TokenBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return math.ceil(len(self.batches) / self.num_replicas)
+
+
+def cut_batches(order, src_lengths, tgt_lengths, max_tokens: int) -> list[list[int]]:
+    """Cut positions, taken in `order`, into consecutive batches of at most `max_tokens` padded
+    tokens (batch size x longest side); a pair longer than the budget gets a batch of its own."""
+    if isinstance(order, np.ndarray):
+        order, src_lengths, tgt_lengths = order.tolist(), src_lengths.tolist(), tgt_lengths.tolist()
+    batches, current, width = [], [], 0
+    for i in order:
+        longest = max(width, src_lengths[i], tgt_lengths[i])
+        if current and longest * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current, longest = [], max(src_lengths[i], tgt_lengths[i])
+        current.append(i)
+        width = longest
+    if current:
+        batches.append(current)
+    return batches
 
 
 def padding_ratio(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 
+from seq2seq.corpus import ChunkedTokenBatchSampler, MemmapParallelDataset, prepare_corpus, source_fingerprint
 from seq2seq.data import ParallelDataset, TokenBatchSampler, encode_parallel, read_parallel, read_text
 from seq2seq.datasets import ensure_files
 from seq2seq.errors import UserError
@@ -46,6 +48,12 @@ def keep_with_run(files: set[Path], run_dir: Path | None) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for path in files:
         shutil.copyfile(path, target / path.name)
+
+
+# memory: the training corpus is read and encoded into lists at setup (small and medium corpora).
+# memmap: it is encoded once into memory-mapped arrays (seq2seq-prepare or the first run) and
+#         read in place, so memory does not grow with the corpus.
+STORAGE = ("memory", "memmap")
 
 
 class ResumableSampler(Sampler):
@@ -117,8 +125,12 @@ class TranslationDataModule(L.LightningDataModule):
         max_len: int | None = 100,
         seed: int = 0,
         run_dir: str | None = None,
+        storage: str = "memory",
     ) -> None:
         super().__init__()
+        if storage not in STORAGE:
+            raise UserError(f"data.storage={storage!r} is not one of {', '.join(STORAGE)}")
+        self.storage = storage
         self.data_dir = Path(data_dir)
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.prefixes = {"train": train_prefix, "valid": valid_prefix, "test": test_prefix}
@@ -180,11 +192,27 @@ class TranslationDataModule(L.LightningDataModule):
         return {"src": self.src_tokenizer.model_file, "tgt": self.tgt_tokenizer.model_file}
 
     # ------------------------------------------------------------- lightning
+    def prepared_dir(self, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer) -> Path:
+        """Where the memory-mapped training corpus lives: named by its text files and tokenizers."""
+        sources = source_fingerprint([self.path("train", self.src_lang), self.path("train", self.tgt_lang)])
+        key = json.dumps([sources, src_tokenizer.model_file.name, tgt_tokenizer.model_file.name])
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return self.cache_dir / "corpora" / f"{self.prefixes['train']}.{self.src_lang}-{self.tgt_lang}-{digest}"
+
     def prepare_data(self) -> None:
         self._fetch()
+        read_parallel(self.path("valid", self.src_lang), self.path("valid", self.tgt_lang))
+        if self.storage == "memmap":
+            src_tokenizer, tgt_tokenizer = self._tokenizers()
+            target = self.prepared_dir(src_tokenizer, tgt_tokenizer)
+            if (target / "index.json").is_file():
+                log.info("reusing prepared corpus %s", target)
+            else:
+                prepare_corpus(self.path("train", self.src_lang), self.path("train", self.tgt_lang),
+                               src_tokenizer, tgt_tokenizer, target)
+            return
         # Check alignment and encoding before minutes of tokenizer training, not after.
         read_parallel(self.path("train", self.src_lang), self.path("train", self.tgt_lang))
-        read_parallel(self.path("valid", self.src_lang), self.path("valid", self.tgt_lang))
         self._tokenizers()
 
     def setup(self, stage: str | None = None) -> None:
@@ -192,9 +220,13 @@ class TranslationDataModule(L.LightningDataModule):
             return
         self.src_tokenizer, self.tgt_tokenizer = self._tokenizers()
         keep_with_run({self.src_tokenizer.model_file, self.tgt_tokenizer.model_file}, self.run_dir)
-        train_src, train_tgt = read_parallel(self.path("train", self.src_lang), self.path("train", self.tgt_lang))
-        self.train_set = encode_parallel(train_src, train_tgt, self.src_tokenizer, self.tgt_tokenizer,
-                                         self.max_len, name="train")
+        if self.storage == "memmap":
+            self.train_set = MemmapParallelDataset(self.prepared_dir(self.src_tokenizer, self.tgt_tokenizer))
+        else:
+            train_src, train_tgt = read_parallel(self.path("train", self.src_lang),
+                                                 self.path("train", self.tgt_lang))
+            self.train_set = encode_parallel(train_src, train_tgt, self.src_tokenizer, self.tgt_tokenizer,
+                                             self.max_len, name="train")
         self.valid_srcs, self.valid_refs = read_parallel(
             self.path("valid", self.src_lang), self.path("valid", self.tgt_lang))
         # Validation keeps every pair (no length filter) so BLEU covers the whole set.
@@ -203,8 +235,12 @@ class TranslationDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         world, rank = rank_info(self)
-        sampler = TokenBatchSampler(self.train_set.src_lengths, self.train_set.tgt_lengths, self.max_tokens,
-                                    shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
+        if isinstance(self.train_set, MemmapParallelDataset):
+            sampler = ChunkedTokenBatchSampler(self.train_set, self.max_tokens, self.max_len, seed=self.seed,
+                                               num_replicas=world, rank=rank)
+        else:
+            sampler = TokenBatchSampler(self.train_set.src_lengths, self.train_set.tgt_lengths, self.max_tokens,
+                                        shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
         return ResumableLoader(self.train_set, sampler, self)
 
     def val_dataloader(self) -> DataLoader:
