@@ -37,6 +37,9 @@ DOWNLOADS: dict[str, dict[str, str]] = {
         for split in ("train", "dev", "test")
         for lang in ("en", "ja")
     },
+    "co2_maunaloa": {
+        "co2.csv": "https://raw.githubusercontent.com/statsmodels/statsmodels/main/statsmodels/datasets/co2/co2.csv",
+    },
 }
 
 

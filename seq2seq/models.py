@@ -10,6 +10,7 @@ from seq2seq.classification import LSTMClassifier
 from seq2seq.decoder import Decoder, DecoderState, EncoderMemory
 from seq2seq.encoder import Encoder
 from seq2seq.errors import UserError
+from seq2seq.forecasting import Forecaster
 from seq2seq.language_model import LanguageModel
 from seq2seq.tokenizer import PAD_ID
 
@@ -117,4 +118,5 @@ class Seq2Seq(nn.Module):
         return log_probs, state, weights
 
 
-MODEL_TYPES = {"seq2seq": Seq2Seq, "lstm_lm": LanguageModel, "lstm_classifier": LSTMClassifier}
+MODEL_TYPES = {"seq2seq": Seq2Seq, "lstm_lm": LanguageModel, "lstm_classifier": LSTMClassifier,
+               "forecaster": Forecaster}

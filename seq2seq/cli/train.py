@@ -31,7 +31,8 @@ from seq2seq.cli.common import CONF_DIR, user_errors_to_exit
 from seq2seq.cli.evaluate import format_scores
 from seq2seq.data import read_parallel
 from seq2seq.errors import UserError
-from seq2seq.forecast_training import MODEL_TYPE as FORECASTER, ForecastSystem, evaluate_forecaster
+from seq2seq.forecast_training import ForecastSystem, evaluate_forecaster
+from seq2seq.forecasting import MODEL_TYPE as FORECASTER
 from seq2seq.metrics import score_corpus
 from seq2seq.generator import Generator
 from seq2seq.systems import LanguageModelSystem, PlateauSchedule, TranslationSystem

@@ -1,0 +1,120 @@
+"""seq2seq-forecast: forecast a weekly series with a trained forecaster; a CSV and a picture.
+
+    seq2seq-forecast model=outputs/.../model horizon=104 output=forecast.csv plot=forecast.png
+    seq2seq-forecast model=outputs/.../model origin=19980103 horizon=208 plot=test.png
+
+By default the forecast starts the week after the series ends; `origin=YYYYMMDD` starts it at a
+week inside the series instead, from the weeks before it only, and the plot then shows the true
+values beside the forecast (and their MAE goes to stderr). The CSV has a `date,forecast` header
+and one row per week, dates as YYYYMMDD like the input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from seq2seq.bundle import load_bundle
+from seq2seq.cli.common import APPS_CONF_DIR, open_output, user_errors_to_exit
+from seq2seq.errors import UserError
+from seq2seq.forecasting import MODEL_TYPE, forecast_from
+from seq2seq.timeseries import WEEK, WeeklySeries, format_date, parse_date, read_weekly_csv
+from seq2seq.translator import pick_device
+
+
+def origin_index(series: WeeklySeries, origin) -> int:
+    """Week index of the first forecast week: the week after the data, or a YYYYMMDD inside it."""
+    if origin is None:
+        return len(series)
+    date = parse_date(str(origin), "origin")
+    offset = (date - series.dates[0]).days
+    if offset % 7 or not 0 <= offset // 7 <= len(series):
+        raise UserError(f"origin={origin} is not one of the series' weeks ({format_date(series.dates[0])}, "
+                        f"{format_date(series.dates[0] + WEEK)}, ... {format_date(series.dates[-1] + WEEK)})")
+    return offset // 7
+
+
+def positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{name}={value!r} must be a positive whole number")
+    return value
+
+
+def write_plot(path: str, series: WeeklySeries, origin: int, dates: list, forecasts: np.ndarray,
+               history_weeks: int, units: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    start = max(0, origin - history_weeks)
+    history_dates = series.dates[start:origin]
+    figure, axes = plt.subplots(figsize=(10, 4.5))
+    axes.plot(history_dates, series.values[start:origin], color="black", linewidth=1, label="history")
+    truth_end = min(len(series), origin + len(forecasts))
+    if truth_end > origin:
+        axes.plot(series.dates[origin:truth_end], series.values[origin:truth_end], color="tab:green",
+                  linewidth=1, label="truth")
+    axes.plot(dates, forecasts, color="tab:red", linewidth=1.5, label="forecast")
+    axes.axvline(dates[0], color="grey", linestyle=":", linewidth=1)
+    axes.set_ylabel(f"{series.name} ({units})" if units else series.name)
+    axes.set_title(f"{len(forecasts)}-week forecast from {format_date(dates[0])}")
+    axes.legend(loc="upper left")
+    axes.grid(alpha=0.3)
+    figure.autofmt_xdate()
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".png")
+        os.close(handle)
+        figure.savefig(partial, dpi=100, format="png")
+        os.replace(partial, target)
+    except OSError as error:
+        raise UserError(f"plot={path}: cannot write there ({error.strerror or error})") from None
+    finally:
+        plt.close(figure)
+
+
+@user_errors_to_exit
+def forecast(cfg: DictConfig) -> None:
+    if cfg.model is None:
+        raise UserError("model= is required: the path of a forecaster directory (a run's 'model' folder)")
+    bundle = load_bundle(cfg.model, device=pick_device(cfg.device), expected_type=MODEL_TYPE)
+    trained_on = bundle.config.get("data", {})
+    data = cfg.data or trained_on.get("file")
+    if not data:
+        raise UserError("data= is required: the model directory does not say which series it was trained on")
+    series = read_weekly_csv(data)
+    horizon = positive_int(cfg.horizon if cfg.horizon is not None
+                           else bundle.config.get("evaluation", {}).get("horizon", bundle.model.horizon), "horizon")
+    origin = origin_index(series, cfg.origin)
+    forecasts = forecast_from(bundle.model, series.values, series.observed, origin, horizon)
+    dates = [series.dates[0] + WEEK * (origin + step) for step in range(horizon)]
+    with open_output(cfg.output) as out:
+        out.write("date,forecast\n")
+        out.writelines(f"{format_date(d)},{v:.4f}\n" for d, v in zip(dates, forecasts))
+    known = series.observed[origin:origin + horizon]
+    if known.any():
+        truth = series.values[origin:origin + horizon]
+        error = np.abs(forecasts[: len(truth)][known] - truth[known]).mean()
+        print(f"MAE against the {int(known.sum())} observed weeks of the forecast: {error:.4f}", file=sys.stderr)
+    if cfg.plot:
+        write_plot(cfg.plot, series, origin, dates, forecasts, positive_int(cfg.plot_history, "plot_history"),
+                   trained_on.get("units", ""))
+
+
+@hydra.main(config_path=APPS_CONF_DIR, config_name="forecast", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    forecast(cfg)
+
+
+if __name__ == "__main__":
+    main()
