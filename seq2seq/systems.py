@@ -364,8 +364,11 @@ class LanguageModelSystem(SkipsNonFiniteSteps, L.LightningModule):
         was_training = self.model.training
         self.model.eval()
         try:
+            # A generator of its own: logging a sample must not change the dropout masks that
+            # follow, or a resumed run (which skips the samples before it) would train differently.
+            generator = torch.Generator(device=self.device).manual_seed(self.global_step)
             steps = generate_ids(self.model, codec.encode(self.sample_prompt) or codec.encode("\n"),
-                                 self.sample_chars, temperature=self.sample_temperature)
+                                 self.sample_chars, temperature=self.sample_temperature, generator=generator)
             text = codec.decode([int(t) for t in steps])
         finally:
             self.model.train(was_training)

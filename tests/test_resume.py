@@ -69,3 +69,23 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_p
     assert resumed["plateau_schedule"]["last_epoch"] == 3  # stepped after each of the 3 validations
     torch.testing.assert_close(resumed["optimizer_states"][0]["state"], whole["optimizer_states"][0]["state"],
                                rtol=1e-6, atol=1e-7)
+
+
+def test_a_language_model_resumed_mid_epoch_carries_its_stream_state_on(tmp_path):
+    from test_generate_cli import PATTERN_TEXT, TINY_CHAR_LM
+
+    (tmp_path / "text.txt").write_text(PATTERN_TEXT, encoding="utf-8")
+    # 47 steps an epoch; samples every 20 steps must not disturb the random state either.
+    settings = [*TINY_CHAR_LM, "trainer.max_epochs=1", "model.dropout=0.1", "evaluate_test=false"]
+    run(["seq2seq-train", *settings, "hydra.run.dir=whole"], cwd=tmp_path)
+    run(["seq2seq-train", *settings, "trainer.max_steps=20", "callbacks.last_checkpoint.every_n_train_steps=20",
+         "hydra.run.dir=part"], cwd=tmp_path)
+    part = load_state_dict(tmp_path / "part" / "checkpoints" / "last.ckpt")
+    assert part["global_step"] == 20 and part["stream_state"]["state"] is not None
+    run(["seq2seq-train", *settings, f"resume={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}",
+         "hydra.run.dir=resumed"], cwd=tmp_path)
+    whole = load_state_dict(tmp_path / "whole" / "checkpoints" / "last.ckpt")
+    resumed = load_state_dict(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == whole["global_step"] > 40
+    for key, value in whole["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=1e-6, atol=1e-7, msg=key)
