@@ -8,12 +8,14 @@ their public addresses, decompressed, and moved into place only when complete.
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 from seq2seq.errors import UserError
@@ -22,7 +24,10 @@ log = logging.getLogger(__name__)
 
 _MULTI30K = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/{name}.gz"
 
-# folder -> {file name: URL}; ".gz" URLs are decompressed on the way in.
+_RT_POLARITY = "https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/packages/corpora/sentence_polarity.zip"
+
+# folder -> {file name: URL}; ".gz" URLs are decompressed on the way in; "archive.zip#name" is
+# the member of the zip archive whose file name is `name`.
 DOWNLOADS: dict[str, dict[str, str]] = {
     "multi30k": {
         f"{split}.{lang}": _MULTI30K.format(name=f"{split}.{lang}")
@@ -40,7 +45,17 @@ DOWNLOADS: dict[str, dict[str, str]] = {
     "co2_maunaloa": {
         "co2.csv": "https://raw.githubusercontent.com/statsmodels/statsmodels/main/statsmodels/datasets/co2/co2.csv",
     },
+    "rt_polarity": {name: f"{_RT_POLARITY}#{name}" for name in ("rt-polarity.pos", "rt-polarity.neg")},
 }
+
+
+def zip_member(archive, name: str):
+    """The open member of a zip archive whose file name (in whatever folder) is `name`."""
+    zipped = zipfile.ZipFile(archive)
+    for info in zipped.infolist():
+        if Path(info.filename).name == name:
+            return zipped.open(info)
+    raise KeyError(f"no {name} in the archive")
 
 
 def ensure_files(folder: str, data_dir: str | os.PathLike, names: list[str] | None = None) -> Path:
@@ -55,14 +70,17 @@ def ensure_files(folder: str, data_dir: str | os.PathLike, names: list[str] | No
         return data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     for name in missing:
-        url = sources[name]
+        url, _, member = sources[name].partition("#")
         log.info("downloading %s -> %s", url, data_dir / name)
         with tempfile.NamedTemporaryFile(dir=data_dir, prefix=f".{name}.", delete=False) as tmp:
             try:
                 with urllib.request.urlopen(url, timeout=60) as response:
-                    stream = gzip.GzipFile(fileobj=response) if url.endswith(".gz") else response
+                    if member:
+                        stream = zip_member(io.BytesIO(response.read()), member)
+                    else:
+                        stream = gzip.GzipFile(fileobj=response) if url.endswith(".gz") else response
                     shutil.copyfileobj(stream, tmp)
-            except (urllib.error.URLError, OSError, EOFError) as error:
+            except (urllib.error.URLError, OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
                 tmp.close()
                 os.unlink(tmp.name)
                 raise UserError(

@@ -1,0 +1,96 @@
+"""Classify sentences with a classifier model directory: the one path behind every front end.
+
+>>> c = Classifier.load("outputs/run/model")                        # doctest: +SKIP
+>>> c.classify(["a gorgeous , witty , seductive movie ."])          # doctest: +SKIP
+[Prediction(label='positive', probability=0.97, ...)]
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from seq2seq.bundle import Bundle, load_bundle
+from seq2seq.classification import classification_scores, repair_cp1252
+from seq2seq.data import pad_sequences
+from seq2seq.errors import UserError
+from seq2seq.translator import length_sorted_batches, pick_device
+
+MODEL_TYPE = "lstm_classifier"
+
+
+@dataclass
+class Prediction:
+    label: str
+    probability: float  # of `label`, the most probable class
+    probabilities: dict[str, float]  # every label's probability, in class order
+
+
+class Classifier:
+    """A loaded sentence classifier, its tokenizer and label names."""
+
+    def __init__(self, bundle: Bundle, device: torch.device, precision: str = "fp32") -> None:
+        if precision not in ("fp32", "bf16"):
+            raise UserError(f"precision={precision!r} is not one of fp32, bf16")
+        self.bundle, self.model, self.device, self.precision = bundle, bundle.model, device, precision
+        self.tokenizer = bundle.tokenizers.get("text")
+        labels = bundle.config.get("labels")
+        num_classes = self.model.config["num_classes"]
+        if self.tokenizer is None or not isinstance(labels, list) or len(labels) != num_classes:
+            raise UserError(f"{bundle.path}: a classifier needs a 'text' tokenizer and {num_classes} label names")
+        self.labels = [str(label) for label in labels]
+        self.lowercase = bool(bundle.config.get("lowercase", False))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+             precision: str = "fp32") -> "Classifier":
+        device = pick_device(device)
+        return cls(load_bundle(path, device, expected_type=MODEL_TYPE), device, precision)
+
+    def normalize(self, text: str) -> str:
+        """The text as the training data was prepared: cp1252 repaired, lower-cased if it was."""
+        text = repair_cp1252(text)
+        return text.lower() if self.lowercase else text
+
+    @torch.no_grad()
+    def probabilities(self, texts: Sequence[str], batch_tokens: int = 4000) -> list[torch.Tensor | None]:
+        """(C,) class probabilities per text, in input order; None for a text with no pieces (empty)."""
+        ids = self.tokenizer.encode([self.normalize(t) for t in texts])
+        results: list[torch.Tensor | None] = [None] * len(texts)
+        real = [i for i, pieces in enumerate(ids) if pieces]
+        for batch in length_sorted_batches([len(ids[i]) for i in real], batch_tokens):
+            positions = [real[j] for j in batch]
+            tokens = pad_sequences([ids[i] for i in positions]).to(self.device)
+            lengths = torch.tensor([len(ids[i]) for i in positions], device=self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                logits = self.model(tokens, lengths)
+            for position, row in zip(positions, torch.softmax(logits.float(), dim=-1).cpu()):
+                results[position] = row
+        return results
+
+    def classify(self, texts: Sequence[str], batch_tokens: int = 4000) -> list[Prediction | None]:
+        """A `Prediction` per text, in input order; None for an empty text (nothing to classify)."""
+        predictions: list[Prediction | None] = []
+        for probs in self.probabilities(texts, batch_tokens):
+            if probs is None:
+                predictions.append(None)
+                continue
+            best = int(probs.argmax())
+            predictions.append(Prediction(self.labels[best], float(probs[best]),
+                                          {label: float(p) for label, p in zip(self.labels, probs)}))
+        return predictions
+
+    def evaluate(self, texts: Sequence[str], gold: Sequence[int], batch_tokens: int = 4000) -> dict:
+        """Accuracy, macro-F1 and the confusion matrix against `gold` class indices.
+
+        An empty text counts as a wrong answer: the model gave none.
+        """
+        if len(texts) != len(gold):
+            raise UserError(f"{len(texts)} texts but {len(gold)} labels")
+        predicted = []
+        for probs, truth in zip(self.probabilities(texts, batch_tokens), gold):
+            predicted.append(int(probs.argmax()) if probs is not None else (truth + 1) % len(self.labels))
+        return classification_scores(list(gold), predicted, self.labels)
