@@ -166,15 +166,25 @@ class ForecastSystem(SkipsNonFiniteSteps, L.LightningModule):
         max_nonfinite_steps: int = 20,
         eval_horizon: int = 52,
         season: int = SEASON_WEEKS,
+        torch_threads: int | None = 1,
     ) -> None:
         super().__init__()
+        if torch_threads is not None and (not isinstance(torch_threads, int) or torch_threads < 1):
+            raise UserError(f"task.torch_threads={torch_threads!r} must be a positive whole number or null")
         keep_optimization(self, optimizer, lr, betas, weight_decay, scheduler, warmup_steps, plateau_factor,
                           plateau_patience, min_lr, max_nonfinite_steps)
         if label_smoothing != 0.0:
             raise UserError("optim.label_smoothing must be 0 for a forecaster (it applies to classes)")
         self.model = model
-        self.eval_horizon, self.season = eval_horizon, season
+        self.eval_horizon, self.season, self.torch_threads = eval_horizon, season, torch_threads
         self._val_abs = self._val_sq = self._val_count = 0.0
+
+    def setup(self, stage: str) -> None:
+        # The model's matrix products are tiny: a second thread saves nothing, and on shared
+        # cores the threads wait for each other (CO2 recipe on 2 busy cores, same result:
+        # 9 min with 2 threads, 50 s with 1, at a load average of 5-7).
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         history, flags, targets, mask = batch
