@@ -11,15 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from seq2seq.bundle import load_bundle
+from seq2seq.cli.train import SYSTEMS, VALIDATION_METRIC
 from seq2seq.errors import UserError
-from seq2seq.forecast_training import ForecastDataModule
+from seq2seq.forecast_training import ForecastDataModule, ForecastSystem
 from seq2seq.forecasting import Forecaster, forecast_from
 from seq2seq.timeseries import (causal_fill, chronological_split, last_value, read_weekly_csv, scores,
                                 seasonal_naive, span_targets)
 
 from conftest import run
+from test_config import compose_train
 
 START = dt.date(1990, 1, 6)
 
@@ -141,6 +145,22 @@ def test_bad_series_files_are_refused_in_one_line(tmp_path, content, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(")) as error:
         read_weekly_csv(tmp_path / "bad.csv")
     assert "\n" not in str(error.value)
+
+
+def test_the_recipe_composes_with_the_split_and_metric_it_promises(tmp_path):
+    cfg = compose_train(["experiment=co2_forecast", f"paths.data_root={tmp_path}",
+                         "hydra.runtime.output_dir=" + str(tmp_path / "run")])
+    datamodule = instantiate(cfg.data, tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
+                             _convert_="all")
+    assert (datamodule.valid_weeks, datamodule.test_weeks) == (104, 208)
+    assert datamodule.path == tmp_path / "co2_maunaloa" / "co2.csv" and datamodule.download == "co2_maunaloa"
+    model = instantiate(cfg.model, scale=14.0)
+    assert (model.window, model.horizon) == (datamodule.window, datamodule.horizon) == (104, 52)
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    system = SYSTEMS[task.pop("name")](model, **OmegaConf.to_container(cfg.optim, resolve=True), **task)
+    assert isinstance(system, ForecastSystem) and system.eval_horizon == datamodule.eval_horizon == 52
+    assert cfg.callbacks.model_checkpoint.monitor == VALIDATION_METRIC["forecast"] == "val/mae"
+    assert cfg.callbacks.early_stopping.monitor == "val/mae" and cfg.callbacks.model_checkpoint.mode == "min"
 
 
 # ----------------------------------------------------------------------- end to end
