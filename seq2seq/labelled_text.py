@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from seq2seq.classification import repair_cp1252
 from seq2seq.data import TokenBatchSampler, pad_sequences, read_lines
-from seq2seq.datamodule import keep_with_run, rank_info
+from seq2seq.datamodule import ResumableLoader, keep_with_run, rank_info
 from seq2seq.datasets import ensure_files
 from seq2seq.errors import UserError
 from seq2seq.tokenizer import SentencePieceSettings, Tokenizer, train_or_load
@@ -219,7 +219,7 @@ class ClassificationDataModule(L.LightningDataModule):
         lengths = self.train_set.lengths
         sampler = TokenBatchSampler(lengths, lengths, self.max_tokens, shuffle=True, seed=self.seed,
                                     num_replicas=world, rank=rank)
-        return DataLoader(self.train_set, sampler=sampler, batch_size=None, num_workers=0)
+        return ResumableLoader(self.train_set, sampler, self)  # a resumed run continues mid-epoch exactly
 
     def val_dataloader(self) -> DataLoader:
         world, rank = rank_info(self)

@@ -15,7 +15,7 @@ import torch
 
 from seq2seq import datasets
 from seq2seq.classification import LSTMClassifier, classification_scores, format_confusion, repair_cp1252
-from seq2seq.classifier import Classifier
+from seq2seq import Classifier
 from seq2seq.errors import UserError
 from seq2seq.labelled_text import ClassificationDataModule
 
