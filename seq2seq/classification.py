@@ -90,6 +90,7 @@ class LSTMClassifier(nn.Module):
         pooling: str = "mean",
         attention_size: int = 64,
         dropout: float = 0.5,
+        cell: str = "fused",
     ) -> None:
         super().__init__()
         if pooling not in POOLING_TYPES:
@@ -102,9 +103,9 @@ class LSTMClassifier(nn.Module):
             raise UserError(f"model.dropout={dropout} must be in [0, 1)")
         self.config = dict(vocab_size=vocab_size, num_classes=num_classes, embed_dim=embed_dim,
                            hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional,
-                           pooling=pooling, attention_size=attention_size, dropout=dropout)
+                           pooling=pooling, attention_size=attention_size, dropout=dropout, cell=cell)
         embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
-        self.encoder = Encoder(embedding, hidden_size, num_layers, bidirectional, dropout)
+        self.encoder = Encoder(embedding, hidden_size, num_layers, bidirectional, dropout, cell=cell)
         size = self.encoder.output_size
         if pooling == "attention":
             self.pooling = AttentionPooling(size, attention_size)

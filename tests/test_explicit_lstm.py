@@ -202,3 +202,20 @@ def test_unknown_cell_stops_training_with_one_line(tmp_path: Path):
     last = result.stderr.strip().splitlines()[-1]
     assert last == "error: model.cell='gru' is not one of fused, explicit", result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("pooling", ["final", "mean", "attention"])
+def test_classifier_with_explicit_cell_gives_the_same_logits(pooling):
+    from seq2seq.classification import LSTMClassifier
+
+    torch.manual_seed(0)
+    fused = LSTMClassifier(vocab_size=30, embed_dim=6, hidden_size=8, pooling=pooling, dropout=0.0).eval()
+    explicit = LSTMClassifier(vocab_size=30, embed_dim=6, hidden_size=8, pooling=pooling, dropout=0.0,
+                              cell="explicit").eval()
+    explicit.load_state_dict(fused.state_dict())
+    tokens = torch.randint(4, 30, (3, 7), generator=torch.Generator().manual_seed(2))
+    lengths = torch.tensor([7, 4, 1])
+    tokens[1, 4:], tokens[2, 1:] = 0, 0
+    with torch.no_grad():
+        torch.testing.assert_close(explicit(tokens, lengths), fused(tokens, lengths), rtol=1e-5, atol=1e-5)
+    assert explicit.config["cell"] == "explicit"

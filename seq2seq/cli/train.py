@@ -160,7 +160,8 @@ def export_model(trainer: L.Trainer, system: L.LightningModule, datamodule, run_
     """
     checkpoint = trainer.checkpoint_callback
     monitor = checkpoint.monitor if checkpoint and checkpoint.monitor else VALIDATION_METRIC[cfg.task.name]
-    sign = 1.0 if (checkpoint.mode == "max" if checkpoint else monitor == "val/bleu") else -1.0  # +1: larger wins
+    larger_wins = checkpoint.mode == "max" if checkpoint else monitor in LARGER_IS_BETTER
+    sign = 1.0 if larger_wins else -1.0
     best_path = checkpoint.best_model_path if checkpoint else ""
     best_score = checkpoint.best_model_score if checkpoint else None
     final_score = None
@@ -242,6 +243,7 @@ SYSTEMS = {"translation": TranslationSystem, "language_model": LanguageModelSyst
            "classification": ClassificationSystem, "forecast": ForecastSystem}
 VALIDATION_METRIC = {"translation": "val/bleu", "language_model": "val/loss", "classification": "val/accuracy",
                      "forecast": "val/mae"}
+LARGER_IS_BETTER = {"val/bleu", "val/chrf", "val/accuracy", "val/macro_f1"}
 
 
 @user_errors_to_exit
