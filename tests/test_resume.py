@@ -9,7 +9,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from conftest import BIN, TINY_REVERSAL, make_reversal_corpus, run
@@ -72,7 +71,6 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_p
                                rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.slow  # ~45 s: three trainings; the SIGKILL test above covers the translation path
 def test_a_language_model_resumed_mid_epoch_carries_its_stream_state_on(tmp_path):
     from test_generate_cli import PATTERN_TEXT, TINY_CHAR_LM
 
