@@ -249,8 +249,9 @@ class TranslationDataModule(L.LightningDataModule):
         # shares cost about the same): every validation sentence is decoded exactly once, and
         # every rank has work even when the whole set fits one batch.
         lengths = self.valid_set.src_lengths
+        tgt_lengths = self.valid_set.tgt_lengths  # a property that builds the list: read it once
         share = sorted(range(len(lengths)), key=lengths.__getitem__)[rank::world]
-        sampler = TokenBatchSampler([lengths[i] for i in share], [self.valid_set.tgt_lengths[i] for i in share],
+        sampler = TokenBatchSampler([lengths[i] for i in share], [tgt_lengths[i] for i in share],
                                     self.valid_max_tokens, shuffle=False)
         batches = [[share[i] for i in batch] for batch in sampler]
         return DataLoader(self.valid_set, sampler=batches, batch_size=None, num_workers=0)
