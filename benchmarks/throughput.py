@@ -37,6 +37,7 @@ from reporting import RESULTS, report
 from seq2seq.cli.common import CONF_DIR
 from seq2seq.data import TokenBatchSampler, padding_ratio, read_lines
 from seq2seq.metrics import score_corpus
+from seq2seq.runtime import reuse_freed_memory
 from seq2seq.systems import TranslationSystem
 from seq2seq.translator import Translator
 
@@ -222,6 +223,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny model, generated corpus, a few steps")
     parser.add_argument("--out", default=str(RESULTS / "latest.json"))
     args = parser.parse_args()
+    reuse_freed_memory()  # as every seq2seq command does
     accelerator = "gpu" if args.device == "cuda" else "cpu"
     low_precision = "bf16-mixed"
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from seq2seq.classification import format_confusion
 from seq2seq.classifier import Classifier, Prediction
 from seq2seq.cli.common import (APPS_CONF_DIR, line_editing, on_off, open_output, run_prompt_command,
-                                user_errors_to_exit)
+                                run_as_command)
 from seq2seq.cli.translate import chunks, read_utf8_lines
 from seq2seq.errors import UserError
 
@@ -117,7 +117,7 @@ def evaluate_test_split(model_dir: Path, datamodule, run_dir: Path, device: str 
     return scores
 
 
-@user_errors_to_exit
+@run_as_command
 def classify(cfg: DictConfig) -> None:
     if cfg.model is None:
         raise UserError("model= is required: the path of a classifier model directory (a run's 'model' folder)")

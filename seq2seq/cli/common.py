@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from seq2seq.errors import UserError
+from seq2seq.runtime import reuse_freed_memory
 
 # conf/ sits beside the package in a source checkout (editable install).
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -24,11 +25,17 @@ def debug_enabled() -> bool:
     return os.environ.get("SEQ2SEQ_DEBUG", "") not in ("", "0")
 
 
-def user_errors_to_exit(task: Callable) -> Callable:
-    """A UserError: one line on stderr, exit 2. Ctrl-C: exit 130. SEQ2SEQ_DEBUG=1 shows tracebacks."""
+def run_as_command(task: Callable) -> Callable:
+    """What every command does around its work.
+
+    First malloc is set to keep freed memory for reuse (seq2seq.runtime: about 10% faster CPU
+    training, 20% faster beam search). Then a UserError becomes one line on stderr and exit 2,
+    Ctrl-C exit 130; SEQ2SEQ_DEBUG=1 shows tracebacks.
+    """
 
     @functools.wraps(task)
     def wrapper(*args, **kwargs):
+        reuse_freed_memory()
         try:
             return task(*args, **kwargs)
         except UserError as error:

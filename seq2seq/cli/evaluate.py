@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from seq2seq.cli.common import APPS_CONF_DIR, open_output, user_errors_to_exit
+from seq2seq.cli.common import APPS_CONF_DIR, open_output, run_as_command
 from seq2seq.bundle import read_bundle_config
 from seq2seq.data import read_lines, read_text
 from seq2seq.errors import UserError
@@ -67,7 +67,7 @@ def evaluate_language_model(cfg: DictConfig) -> dict:
     return result
 
 
-@user_errors_to_exit
+@run_as_command
 def evaluate(cfg: DictConfig) -> dict:
     if cfg.model is None:
         raise UserError("model= is required: the path of a model directory (a run's 'model' folder)")

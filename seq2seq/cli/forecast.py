@@ -22,7 +22,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from seq2seq.bundle import load_bundle
-from seq2seq.cli.common import APPS_CONF_DIR, open_output, user_errors_to_exit
+from seq2seq.cli.common import APPS_CONF_DIR, open_output, run_as_command
 from seq2seq.errors import UserError
 from seq2seq.forecasting import MODEL_TYPE, forecast_from
 from seq2seq.timeseries import WEEK, WeeklySeries, format_date, parse_date, read_weekly_csv
@@ -82,7 +82,7 @@ def write_plot(path: str, series: WeeklySeries, origin: int, dates: list, foreca
         plt.close(figure)
 
 
-@user_errors_to_exit
+@run_as_command
 def forecast(cfg: DictConfig) -> None:
     if cfg.model is None:
         raise UserError("model= is required: the path of a forecaster directory (a run's 'model' folder)")

@@ -15,7 +15,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.cli.common import APPS_CONF_DIR, line_editing, on_off, run_prompt_command, user_errors_to_exit
+from seq2seq.cli.common import APPS_CONF_DIR, line_editing, on_off, run_prompt_command, run_as_command
 from seq2seq.errors import UserError
 from seq2seq.generator import Generator
 
@@ -119,7 +119,7 @@ def read_stdin_prompt() -> str:
         raise UserError(f"<stdin>:{line}: invalid UTF-8 in the prompt") from None
 
 
-@user_errors_to_exit
+@run_as_command
 def generate(cfg: DictConfig) -> None:
     if cfg.model is None:
         raise UserError("model= is required: the path of a language model directory (a run's 'model' folder)")

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.cli.common import CONF_DIR, user_errors_to_exit
+from seq2seq.cli.common import CONF_DIR, run_as_command
 from seq2seq.cli.train import build
 from seq2seq.corpus import read_index
 from seq2seq.errors import UserError
 
 
-@user_errors_to_exit
+@run_as_command
 def prepare(cfg: DictConfig) -> None:
     if cfg.task.name != "translation":
         raise UserError(f"seq2seq-prepare prepares parallel corpora; task.name={cfg.task.name!r} reads its text whole")

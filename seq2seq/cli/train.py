@@ -27,7 +27,7 @@ from seq2seq.bundle import load_state_dict, save_bundle
 from seq2seq.checkpointing import RandomStateCheckpoint
 from seq2seq.classification_system import ClassificationSystem
 from seq2seq.cli.classify import evaluate_test_split
-from seq2seq.cli.common import CONF_DIR, user_errors_to_exit
+from seq2seq.cli.common import CONF_DIR, run_as_command
 from seq2seq.cli.evaluate import format_scores
 from seq2seq.data import read_parallel
 from seq2seq.errors import UserError
@@ -246,7 +246,7 @@ VALIDATION_METRIC = {"translation": "val/bleu", "language_model": "val/loss", "c
 LARGER_IS_BETTER = {"val/bleu", "val/chrf", "val/accuracy", "val/macro_f1"}
 
 
-@user_errors_to_exit
+@run_as_command
 def train(cfg: DictConfig) -> Path | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from seq2seq.cli.common import (APPS_CONF_DIR, line_editing, on_off, open_output, run_prompt_command,
-                                user_errors_to_exit)
+                                run_as_command)
 from seq2seq.errors import UserError
 from seq2seq.translator import ScoredTranslation, Translator
 
@@ -215,7 +215,7 @@ def interactive(translator: Translator, cfg: DictConfig) -> None:
         print(file=sys.stderr)
 
 
-@user_errors_to_exit
+@run_as_command
 def translate(cfg: DictConfig) -> None:
     if cfg.model is None:
         raise UserError("model= is required: the path of a model directory (a run's 'model' folder)")
