@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seq2seq.dropout import Dropout
 from seq2seq.encoder import Encoder
 from seq2seq.errors import UserError
 from seq2seq.tokenizer import PAD_ID
@@ -111,7 +112,7 @@ class LSTMClassifier(nn.Module):
             self.pooling = AttentionPooling(size, attention_size)
         else:
             self.pooling = MeanPooling() if pooling == "mean" else FinalStatePooling()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.output = nn.Linear(size, num_classes)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, return_weights: bool = False):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2seq.attention import Attention
+from seq2seq.dropout import Dropout
 from seq2seq.explicit_lstm import make_lstm
 from seq2seq.rnn import lstm_step
 
@@ -80,7 +81,7 @@ class Decoder(nn.Module):
         self.output_size = output_size
         self.input_feeding = input_feeding
         self.attend_before_rnn = attend_before_rnn
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
         rnn_input = embedding.embedding_dim
         if input_feeding:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from seq2seq.dropout import dropout
 from seq2seq.errors import UserError
 from seq2seq.rnn import LSTMState, layer_weights, lstm_cell
 
@@ -97,7 +98,7 @@ class ExplicitLSTM(nn.Module):
         layer_input = x
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0:
-                layer_input = F.dropout(layer_input, self.dropout, self.training)
+                layer_input = dropout(layer_input, self.dropout, self.training)
             weights = [layer_weights(self, layer, reverse) for reverse in (False, True)[: self.num_directions]]
             # One product gives every step's input term for all directions: (T, B, D * 4H).
             projected = F.linear(layer_input, torch.cat([w_ih for w_ih, _, _ in weights]),

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from seq2seq.dropout import Dropout
 from seq2seq.errors import UserError
 from seq2seq.explicit_lstm import make_lstm
 from seq2seq.timeseries import causal_fill
@@ -63,7 +64,7 @@ class Forecaster(nn.Module):
                            dropout=dropout, scale=float(scale), cell=cell)
         self.window, self.horizon, self.scale = window, horizon, float(scale)
         self.lstm = make_lstm(cell, INPUT_FEATURES, hidden_size, num_layers, dropout=dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.head = nn.Linear(hidden_size, horizon)
 
     def forward(self, values: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seq2seq.dropout import Dropout
 from seq2seq.errors import UserError
 from seq2seq.explicit_lstm import make_lstm
 from seq2seq.rnn import LSTMState, lstm_step
@@ -53,7 +54,7 @@ class LanguageModel(nn.Module):
                            num_layers=num_layers, dropout=dropout, tie_embeddings=tie_embeddings, cell=cell)
         self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.lstm = make_lstm(cell, embed_dim, hidden_size, num_layers, dropout=dropout)
         self.output = nn.Linear(hidden_size, vocab_size)
         if tie_embeddings:
