@@ -56,9 +56,7 @@ def greedy_search(
     attention = [[] for _ in range(batch)]
     for t in range(int(limits.max())):
         log_probs, state, weights = model.decode_step(prev, state, enc)
-        last = limits[alive] - 1 == t
-        log_probs[last, :] = float("-inf")
-        log_probs[last, EOS_ID] = 0.0
+        force_eos(log_probs, limits[alive] - 1 == t)
         if choose is None:
             best_scores, best = log_probs.max(dim=-1)
         else:
@@ -121,17 +119,19 @@ def beam_search(
 
     for t in range(int(limits.max())):
         log_probs, state, weights = model.decode_step(prev, state, enc)  # (B'*K, V)
-        vocab = log_probs.size(-1)
-        at_limit = (limits[alive] - 1 == t).repeat_interleave(k)
         if no_repeat_ngram_size > 0:
             ban_repeated_ngrams(log_probs, history, no_repeat_ngram_size)
-        log_probs[at_limit, :] = float("-inf")
-        log_probs[at_limit, EOS_ID] = 0.0
-        candidates = (scores.view(-1, 1) + log_probs).view(len(alive), k * vocab)
+        force_eos(log_probs, (limits[alive] - 1 == t).repeat_interleave(k))
         # 2K candidates guarantee K that do not end here: at most K of them (one per beam) are EOS.
+        # A beam adds the same running score to all its tokens, so the sentence's 2K best
+        # candidates are among its beams' 2K best tokens each: two small top-k's replace one
+        # over K x vocabulary sums (20% of beam-5 decoding time with an 8k vocabulary).
+        width = min(2 * k, log_probs.size(-1))
+        beam_scores, beam_tokens = log_probs.topk(width, dim=1)  # (B'*K, W)
+        candidates = (scores.view(-1, 1) + beam_scores).view(len(alive), k * width)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (B', 2K)
-        top_beam = top_index // vocab
-        top_token = top_index % vocab
+        top_beam = top_index // width
+        top_token = beam_tokens.view(len(alive), k * width).gather(1, top_index)
         is_eos = top_token == EOS_ID
 
         if return_attention and weights is not None:
@@ -181,6 +181,14 @@ def beam_search(
         ranked = sorted(finished[sent], key=lambda item: item[0], reverse=True)[:nbest]
         results.append([Hypothesis(tokens, score, attn) for score, tokens, attn in ranked])
     return results
+
+
+def force_eos(log_probs: torch.Tensor, rows: torch.Tensor) -> None:
+    """In place: the (R,) `rows` that reached their length limit can only end (EOS)."""
+    if bool(rows.any()):  # most steps: no row is at its limit, and the full-width write is skipped
+        index = rows.nonzero().squeeze(1)
+        log_probs[index] = float("-inf")
+        log_probs[index, EOS_ID] = 0.0
 
 
 def ban_repeated_ngrams(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> None:
