@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -75,6 +75,10 @@ class Batch:
     @property
     def num_tgt_tokens(self) -> int:
         return int((self.tgt_out != PAD_ID).sum())
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies, which the DataLoader's pin_memory calls, for faster copies to a GPU."""
+        return Batch(*(getattr(self, f.name).pin_memory() for f in fields(self)))
 
 
 def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int = PAD_ID) -> torch.Tensor:

@@ -40,6 +40,20 @@ def rank_info(datamodule: L.LightningDataModule) -> tuple[int, int]:
     return trainer.world_size, trainer.global_rank
 
 
+def on_gpu(datamodule: L.LightningDataModule) -> bool:
+    trainer = datamodule.trainer
+    return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+
+def loader_settings(num_workers: int | str, pin_memory: bool | str) -> tuple[int | str, bool | str]:
+    """Checked `data.num_workers` (a count or auto) and `data.pin_memory` (true, false or auto)."""
+    if num_workers != "auto" and not (isinstance(num_workers, int) and num_workers >= 0):
+        raise UserError(f"data.num_workers={num_workers!r} must be auto or a count of 0 or more")
+    if pin_memory not in ("auto", True, False):
+        raise UserError(f"data.pin_memory={pin_memory!r} must be auto, true or false")
+    return num_workers, pin_memory
+
+
 def keep_with_run(files: set[Path], run_dir: Path | None) -> None:
     """Copy tokenizer models into the run folder: the run stays reproducible after the cache is cleared."""
     if run_dir is None:
@@ -93,8 +107,16 @@ class ResumableLoader(DataLoader):
     exactly the batches the interrupted one had not, in the same order.
     """
 
-    def __init__(self, dataset: Dataset, sampler: Sampler, datamodule: L.LightningDataModule) -> None:
-        super().__init__(dataset, sampler=ResumableSampler(sampler), batch_size=None, num_workers=0)
+    def __init__(self, dataset: Dataset, sampler: Sampler, datamodule: L.LightningDataModule,
+                 num_workers: int = 0, pin_memory: bool = False) -> None:
+        # The sampler runs in this process even with workers, and the position saved is the
+        # trainer's count of finished batches, so resumption is exact however far workers read ahead.
+        # The loader draws its workers' seeds from a generator of its own: from the global one it
+        # would shift every later dropout mask by a draw per epoch, differently with and without
+        # workers and in a resumed run.
+        super().__init__(dataset, sampler=ResumableSampler(sampler), batch_size=None, num_workers=num_workers,
+                         pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                         generator=torch.Generator().manual_seed(0))
         self.datamodule = datamodule
 
     def state_dict(self) -> dict[str, int]:
@@ -126,10 +148,13 @@ class TranslationDataModule(L.LightningDataModule):
         seed: int = 0,
         run_dir: str | None = None,
         storage: str = "memory",
+        num_workers: int | str = "auto",
+        pin_memory: bool | str = "auto",
     ) -> None:
         super().__init__()
         if storage not in STORAGE:
             raise UserError(f"data.storage={storage!r} is not one of {', '.join(STORAGE)}")
+        self.num_workers, self.pin_memory = loader_settings(num_workers, pin_memory)
         self.storage = storage
         self.data_dir = Path(data_dir)
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
@@ -241,7 +266,13 @@ class TranslationDataModule(L.LightningDataModule):
         else:
             sampler = TokenBatchSampler(self.train_set.src_lengths, self.train_set.tgt_lengths, self.max_tokens,
                                         shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
-        return ResumableLoader(self.train_set, sampler, self)
+        gpu = on_gpu(self)
+        # auto: batching runs on the training thread on CPU, where a worker process would take a
+        # core from the matrix products (measured on 2 cores: see README, Benchmarks), and in two
+        # workers beside a GPU, which it would otherwise wait for.
+        workers = (2 if gpu else 0) if self.num_workers == "auto" else self.num_workers
+        pin = gpu if self.pin_memory == "auto" else self.pin_memory
+        return ResumableLoader(self.train_set, sampler, self, num_workers=workers, pin_memory=pin)
 
     def val_dataloader(self) -> DataLoader:
         world, rank = rank_info(self)
