@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2seq.attention import Attention
-from seq2seq.dropout import Dropout
+from seq2seq.dropout import Dropout, dropout
 from seq2seq.explicit_lstm import make_lstm
-from seq2seq.rnn import lstm_step
+from seq2seq.rnn import layer_weights, lstm_cell, lstm_step
 
 
 @dataclass
@@ -154,8 +154,43 @@ class Decoder(nn.Module):
             rnn_out, _ = self.rnn(embedded, (state.h, state.c))  # (B, T, H)
             output, _ = self._attentional_output(rnn_out, enc)
             return self.dropout(output)
+        return self._forward_stepwise(tgt_in, state, enc)
+
+    def _forward_stepwise(self, tgt_in: torch.Tensor, state: DecoderState, enc: EncoderMemory
+                          ) -> torch.Tensor:
+        """Teacher forcing step by step (input feeding, Bahdanau), with nothing in the loop that
+        could be done once: the embeddings, their dropout and their share of the first layer's
+        gates (x W_ih[:, :E] + b for every step: one matrix product) come before it, and each step
+        adds only what depends on the previous one: the context or fed-back output (its dropout
+        and W_ih columns), the recurrent products, the cell, attention and the output layer.
+        A single-step call of the fused nn.LSTM per time step cost more than the step itself on
+        CPU. The cell state is kept in fp32 under bf16 autocast. Same function as `step` in a loop.
+        """
+        embedded = self.dropout(self.embedding(tgt_in))  # (B, T, E)
+        w_ih, w_hh, bias = layer_weights(self.rnn, 0)
+        width = embedded.size(-1)
+        gates_from_inputs = F.linear(embedded, w_ih[:, :width], bias)  # (B, T, 4H)
+        w_fed = w_ih[:, width:]  # columns of the context (Bahdanau) and the fed-back output
+        h = list(state.h.unbind(0))
+        c = [layer_c.float() for layer_c in state.c.unbind(0)]
+        feed = state.feed
         outputs = []
         for t in range(tgt_in.size(1)):
-            output, state, _ = self.step(tgt_in[:, t], state, enc)
-            outputs.append(output)
+            extra, context = [], None
+            if self.attend_before_rnn:
+                context, _ = self.attention(h[-1].unsqueeze(1), enc.keys, enc.memory, enc.mask)  # (B, 1, Hk)
+                extra.append(context.squeeze(1))
+            if self.input_feeding:
+                extra.append(feed)
+            fed = self.dropout(torch.cat(extra, dim=-1) if len(extra) > 1 else extra[0])
+            gates = gates_from_inputs[:, t] + F.linear(fed, w_fed) + F.linear(h[0], w_hh)
+            h[0], c[0] = lstm_cell(gates.float(), c[0])
+            for layer in range(1, self.num_layers):
+                below = dropout(h[layer - 1], self.rnn.dropout, self.training)
+                layer_w_ih, layer_w_hh, layer_bias = layer_weights(self.rnn, layer)
+                gates = F.linear(below, layer_w_ih, layer_bias) + F.linear(h[layer], layer_w_hh)
+                h[layer], c[layer] = lstm_cell(gates.float(), c[layer])
+            output, _ = self._attentional_output(h[-1].unsqueeze(1), enc, context)
+            feed = output.squeeze(1)  # (B, O)
+            outputs.append(self.dropout(feed))
         return torch.stack(outputs, dim=1)

@@ -93,3 +93,35 @@ def test_encoder_groups_equal_lengths_exactly_like_packing(cell, lengths, monkey
     torch.testing.assert_close(grouped_h, packed_h, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(grouped_c, packed_c, rtol=1e-6, atol=1e-6)
     assert torch.all(grouped_memory[src == PAD_ID] == 0)  # padding positions stay zero
+
+
+def step_by_step(model, src, lengths, tgt_in):
+    """Teacher forcing through `Decoder.step` in a loop: the reference for the stepwise path."""
+    enc, state = model.encode(src, lengths)
+    outputs = []
+    for t in range(tgt_in.size(1)):
+        output, state, _ = model.decoder.step(tgt_in[:, t], state, enc)
+        outputs.append(output)
+    return torch.stack(outputs, dim=1)
+
+
+@pytest.mark.parametrize("cell", ["fused", "explicit"])
+@pytest.mark.parametrize("attention,input_feeding", [("luong_general", True), ("bahdanau", False),
+                                                     ("bahdanau", True), ("none", True)])
+def test_stepwise_teacher_forcing_equals_the_step_loop_outputs_and_gradients(attention, input_feeding, cell):
+    model = tiny_model(attention, input_feeding=input_feeding, cell=cell)
+    assert not model.decoder.steps_in_parallel
+    src, lengths = random_batch([5, 3, 4], seed=5)
+    tgt_in = torch.randint(4, 29, (3, 6), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():  # eval: the loop runs the inference step (plain products)
+        torch.testing.assert_close(model(src, lengths, tgt_in), step_by_step(model, src, lengths, tgt_in),
+                                   rtol=1e-5, atol=1e-6)
+    model.train()  # dropout is 0; the loop now runs nn.LSTM (or ExplicitLSTM) one step at a time
+    grads = []
+    for forward in (lambda: model(src, lengths, tgt_in), lambda: step_by_step(model, src, lengths, tgt_in)):
+        model.zero_grad()
+        model.project(forward()).log_softmax(-1).sum().backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5, msg=name)
