@@ -116,6 +116,7 @@ def beam_search(
     attn_history = None
     prev = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
     finished: list[list[tuple[float, list[int], torch.Tensor | None]]] = [[] for _ in range(batch)]
+    finished_count = torch.zeros(batch, dtype=torch.long)  # len(finished[s]), as a tensor
 
     for t in range(int(limits.max())):
         log_probs, state, weights = model.decode_step(prev, state, enc)  # (B'*K, V)
@@ -138,17 +139,23 @@ def beam_search(
             step_attn = weights.float().unsqueeze(1)  # (B'*K, 1, S)
             attn_history = step_attn if attn_history is None else torch.cat([attn_history, step_attn], 1)
 
-        # Finished hypotheses: EOS among the K best candidates of a sentence.
+        # Finished hypotheses: EOS among the K best candidates of a sentence. Their sentences,
+        # scores and token histories are read out in one transfer each per step.
         eos_rows, eos_cols = (is_eos[:, :k] & (top_scores[:, :k] > float("-inf"))).nonzero(as_tuple=True)
-        for row, col in zip(eos_rows.tolist(), eos_cols.tolist()):
-            sent = int(alive[row])
-            if len(finished[sent]) >= k:
-                continue
-            beam_row = row * k + int(top_beam[row, col])
-            raw = float(top_scores[row, col])
-            attn = attn_history[beam_row].cpu() if attn_history is not None else None
-            finished[sent].append((raw / length_penalty(t + 1, length_penalty_alpha),
-                                   history[beam_row].tolist(), attn))
+        if len(eos_rows):
+            beam_rows = eos_rows * k + top_beam[eos_rows, eos_cols]
+            sents = alive[eos_rows].tolist()
+            raws = top_scores[eos_rows, eos_cols].tolist()
+            histories = history.index_select(0, beam_rows).tolist()
+            attns = attn_history.index_select(0, beam_rows).cpu() if attn_history is not None else None
+            penalty = length_penalty(t + 1, length_penalty_alpha)
+            added = []
+            for i, (sent, raw, tokens) in enumerate(zip(sents, raws, histories)):
+                if len(finished[sent]) < k:
+                    finished[sent].append((raw / penalty, tokens, None if attns is None else attns[i]))
+                    added.append(sent)
+            finished_count.index_add_(0, torch.tensor(added, dtype=torch.long),
+                                      torch.ones(len(added), dtype=torch.long))
 
         # Continue with the K best candidates that did not end.
         masked = top_scores.masked_fill(is_eos, float("-inf"))
@@ -157,7 +164,7 @@ def beam_search(
         next_token = top_token.gather(1, pick)
         source_rows = (torch.arange(len(alive), device=device).unsqueeze(1) * k + next_beam).view(-1)
 
-        done = torch.tensor([len(finished[int(s)]) >= k for s in alive.tolist()], device=device)
+        done = finished_count.to(device)[alive] >= k
         if bool(done.all()):
             break
         if bool(done.any()):
