@@ -57,18 +57,9 @@ def peak_rss_mb() -> float:
 
 
 def matmul_flops_per_s(dtype: torch.dtype, device: str, size: int, repeats: int = 7) -> float:
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    times = []
-    for _ in range(repeats + 1):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        torch.mm(a, b)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 2 * size ** 3 / statistics.median(times[1:])
+    """Median rate of `repeats` (size x size) products after a warm-up one."""
+    rate = matmul_timer(dtype, device, size)
+    return statistics.median(rate() for _ in range(repeats))
 
 
 # ------------------------------------------------------------------- FLOP count
