@@ -74,27 +74,6 @@ def test_gradients_reach_every_parameter():
     assert missing == []
 
 
-@pytest.mark.parametrize("cell", ["fused", "explicit"])
-@pytest.mark.parametrize("lengths", [[5, 3, 5, 1], [7, 6, 5, 4, 3, 2, 1]])
-def test_encoder_groups_equal_lengths_exactly_like_packing(cell, lengths, monkeypatch):
-    """Mixed source lengths run as groups of one length (few groups) or packed (many): same result."""
-    import seq2seq.encoder as encoder_module
-
-    torch.manual_seed(0)
-    encoder = encoder_module.Encoder(torch.nn.Embedding(29, 8, padding_idx=PAD_ID), hidden_size=6,
-                                     num_layers=2, cell=cell).eval()
-    src, src_lengths = random_batch(lengths, seed=4)
-    with torch.no_grad():
-        monkeypatch.setattr(encoder_module, "MAX_LENGTH_GROUPS", 100)
-        grouped_memory, (grouped_h, grouped_c) = encoder(src, src_lengths)
-        monkeypatch.setattr(encoder_module, "MAX_LENGTH_GROUPS", 0)
-        packed_memory, (packed_h, packed_c) = encoder(src, src_lengths)
-    torch.testing.assert_close(grouped_memory, packed_memory, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(grouped_h, packed_h, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(grouped_c, packed_c, rtol=1e-6, atol=1e-6)
-    assert torch.all(grouped_memory[src == PAD_ID] == 0)  # padding positions stay zero
-
-
 def step_by_step(model, src, lengths, tgt_in):
     """Teacher forcing through `Decoder.step` in a loop: the reference for the stepwise path."""
     enc, state = model.encode(src, lengths)
