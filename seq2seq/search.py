@@ -116,7 +116,7 @@ def beam_search(
     attn_history = None
     prev = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
     finished: list[list[tuple[float, list[int], torch.Tensor | None]]] = [[] for _ in range(batch)]
-    finished_count = torch.zeros(batch, dtype=torch.long)  # len(finished[s]), as a tensor
+    finished_count = torch.zeros(batch, dtype=torch.long, device=device)  # len(finished[s]), on the device
 
     for t in range(int(limits.max())):
         log_probs, state, weights = model.decode_step(prev, state, enc)  # (B'*K, V)
@@ -154,8 +154,8 @@ def beam_search(
                 if len(finished[sent]) < k:
                     finished[sent].append((raw / penalty, tokens, None if attns is None else attns[i]))
                     added.append(sent)
-            finished_count.index_add_(0, torch.tensor(added, dtype=torch.long),
-                                      torch.ones(len(added), dtype=torch.long))
+            added_index = torch.tensor(added, dtype=torch.long, device=device)
+            finished_count.index_add_(0, added_index, torch.ones_like(added_index))
 
         # Continue with the K best candidates that did not end.
         masked = top_scores.masked_fill(is_eos, float("-inf"))
@@ -164,7 +164,7 @@ def beam_search(
         next_token = top_token.gather(1, pick)
         source_rows = (torch.arange(len(alive), device=device).unsqueeze(1) * k + next_beam).view(-1)
 
-        done = finished_count.to(device)[alive] >= k
+        done = finished_count[alive] >= k
         if bool(done.all()):
             break
         if bool(done.any()):
