@@ -21,10 +21,10 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from reporting import RESULTS, report
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from reporting import RESULTS, report
-from seq2seq.models import Seq2Seq
+from seq2seq.tasks.translation.model import Seq2Seq
 from seq2seq.tokenizer import PAD_ID
 
 RECIPE = dict(src_vocab_size=8000, tgt_vocab_size=8000, embed_dim=256, encoder_hidden_size=256,

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from seq2seq.bundle import save_bundle
-
 from conftest import TINY_REVERSAL, run
 from test_bundle import Exploit
 from test_language_model import UNICODE_TEXT, char_datamodule, tiny_lm
+
+from seq2seq.bundle import save_bundle
 
 
 @pytest.fixture(scope="module")

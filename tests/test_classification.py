@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from seq2seq import datasets
-from seq2seq.classification import LSTMClassifier, classification_scores, format_confusion, repair_cp1252
-from seq2seq import Classifier
-from seq2seq.errors import UserError
-from seq2seq.labelled_text import ClassificationDataModule
-
 from conftest import BIN, Terminal, run
+
+from seq2seq import Classifier, datasets
+from seq2seq.errors import UserError
+from seq2seq.metrics import classification_scores, format_confusion
+from seq2seq.tasks.classification.data import ClassificationDataModule
+from seq2seq.tasks.classification.model import LSTMClassifier
+from seq2seq.text import repair_cp1252
 
 FILLER = ["the", "film", "plot", "actors", "story", "was", "is", "quite", "a", "very", "this", "movie",
           "and", "with", "of", "script", "ending", "music", "scenes", "cast"]
@@ -142,7 +142,7 @@ def test_cp1252_control_characters_are_repaired(tmp_path, caplog):
     (tmp_path / "a.pos").write_text("good\ngreat\nfine\n", encoding="utf-8")
     data = ClassificationDataModule(str(tmp_path), {"neg": "a.neg", "pos": "a.pos"}, {"vocab_size": 8},
                                     str(tmp_path / "cache"), [1, 2], [3, 3])
-    with caplog.at_level(logging.INFO, logger="seq2seq.labelled_text"):
+    with caplog.at_level(logging.INFO, logger="seq2seq.tasks.classification.data"):
         splits = data.splits()
     assert splits["train"].texts == ["it\u2019s dull \u2014 really", "plain line", "good", "great"]
     assert splits["train"].labels == [0, 0, 1, 1]
@@ -156,7 +156,7 @@ def rt_datamodule(data_dir: Path, **overrides) -> ClassificationDataModule:
     from omegaconf import OmegaConf
     from test_config import compose_train
 
-    from seq2seq.cli.train import build
+    from seq2seq.config import build
 
     cfg = compose_train(["experiment=rt_polarity_sentiment", f"data.data_dir={data_dir}", "data.download=null",
                          *(f"data.{k}={v}" for k, v in overrides.items())])

@@ -6,12 +6,15 @@ import random
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_REVERSAL, make_reversal_corpus, run
-from seq2seq.corpus import ChunkedTokenBatchSampler, MemmapParallelDataset, prepare_corpus
-from seq2seq.data import padding_ratio
-from seq2seq.datamodule import ResumableSampler
+
+from seq2seq.batching import ResumableSampler, padding_ratio
 from seq2seq.errors import UserError
+from seq2seq.tasks.translation.corpus import (
+    ChunkedTokenBatchSampler,
+    MemmapParallelDataset,
+    prepare_corpus,
+)
 from seq2seq.tokenizer import SentencePieceSettings, train_or_load
 
 SCRIPTS = ["the cat sat on the mat", "Привет, как дела?", "日本語の文を書きます。", "مرحبا بالعالم",

@@ -19,9 +19,8 @@ from seq2seq.dropout import Dropout
 from seq2seq.errors import UserError
 from seq2seq.explicit_lstm import make_lstm
 from seq2seq.rnn import LSTMState, lstm_step
-from seq2seq.search import check_sampling, sample_tokens
+from seq2seq.sampling import check_sampling, sample_tokens
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-
 
 
 class LanguageModel(nn.Module):

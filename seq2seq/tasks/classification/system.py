@@ -7,44 +7,38 @@ The optimizer, schedule and non-finite-step guard are the ones the other systems
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
-import lightning as L
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 
-from seq2seq.classification import LSTMClassifier, classification_scores
+from seq2seq.config import build
 from seq2seq.errors import UserError
-from seq2seq.labelled_text import LabelledBatch
-from seq2seq.systems import SkipsNonFiniteSteps, build_optimization, keep_optimization
+from seq2seq.metrics import classification_scores, format_confusion
+from seq2seq.runtime import evaluation_device
+from seq2seq.tasks.classification.data import LabelledBatch
+from seq2seq.tasks.classification.model import LSTMClassifier
+from seq2seq.training import Optimization, TaskSystem
 
 log = logging.getLogger(__name__)
 
-MONITOR = "val/accuracy"
 
 
-class ClassificationSystem(SkipsNonFiniteSteps, L.LightningModule):
+class ClassificationSystem(TaskSystem):
+
+    task_name = "classification"
     def __init__(
         self,
         model: LSTMClassifier,
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 0.0,
-        scheduler: str = "plateau",
-        warmup_steps: int = 0,
-        plateau_factor: float = 0.5,
-        plateau_patience: int = 1,
-        min_lr: float = 1e-5,
+        optimization: Optimization | None = None,
         label_smoothing: float = 0.0,
-        max_nonfinite_steps: int = 20,
     ) -> None:
-        super().__init__()
-        keep_optimization(self, optimizer, lr, betas, weight_decay, scheduler, warmup_steps, plateau_factor,
-                          plateau_patience, min_lr, max_nonfinite_steps)
+        super().__init__(model, optimization)
         if not 0.0 <= label_smoothing < 1.0:
-            raise UserError(f"label_smoothing={label_smoothing} must be in [0, 1)")
-        self.model = model
+            raise UserError(f"task.label_smoothing={label_smoothing} must be in [0, 1)")
         self.label_smoothing = label_smoothing
         self._val_rows: list[tuple[int, int, int]] = []  # (index, gold, predicted)
         self._val_loss_sum = 0.0
@@ -82,12 +76,42 @@ class ClassificationSystem(SkipsNonFiniteSteps, L.LightningModule):
         val_loss = loss_sum / max(len(rows), 1)
         # Every rank holds the same gathered values, so no further reduction is needed.
         self.log("val/loss", val_loss)
-        self.log(MONITOR, scores["accuracy"], prog_bar=True)
+        self.log("val/accuracy", scores["accuracy"], prog_bar=True)
         self.log("val/macro_f1", scores["macro_f1"])
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             log.info("epoch %d step %d: val loss %.4f accuracy %.4f macro-F1 %.4f (%d sentences)",
                      self.current_epoch, self.global_step, val_loss, scores["accuracy"], scores["macro_f1"],
                      len(gold))
 
-    def configure_optimizers(self):
-        return build_optimization(self, monitor=MONITOR, mode="max")
+
+
+# ----------------------------------------------------------------- what the training run calls
+def build_model(cfg: DictConfig, datamodule) -> LSTMClassifier:
+    # The tokenizer and the label files fix the model's input and output sizes.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return build(cfg.model, vocab_size=datamodule.tokenizer.vocab_size, num_classes=len(datamodule.labels))
+
+
+def export_contents(datamodule, cfg: DictConfig) -> tuple[dict, dict]:
+    """Tokenizer files and model.json extras of the exported model directory."""
+    return datamodule.tokenizer_files(), datamodule.bundle_extra()
+
+
+def evaluate_test(model_dir: Path, datamodule, cfg: DictConfig, run_dir: Path) -> dict | None:
+    """Score the exported model on the data's test split: print the report, write test_scores.json
+    and test.predictions.tsv (one `label<TAB>probability` row per test sentence)."""
+    from seq2seq.tasks.classification.api import Classifier, format_row
+
+    test = datamodule.splits().get("test")
+    if test is None:
+        return None
+    classifier = Classifier.load(model_dir, device=evaluation_device(cfg.trainer))
+    scores = classifier.evaluate(test.texts, test.labels)
+    rows = [format_row(p) for p in classifier.classify(test.texts)]
+    (run_dir / "test.predictions.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (run_dir / "test_scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    print(f"\nTest split ({scores['examples']:,} sentences): accuracy {scores['accuracy']:.4f}, "
+          f"macro-F1 {scores['macro_f1']:.4f}")
+    print(format_confusion(scores))
+    return scores

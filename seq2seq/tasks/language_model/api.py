@@ -13,11 +13,17 @@ import torch
 
 from seq2seq.bundle import Bundle, load_bundle
 from seq2seq.errors import UserError
-from seq2seq.language_model import generate_ids, loss_report, score_streams, scoring_streams
+from seq2seq.runtime import pick_device
+from seq2seq.tasks import task_named
+from seq2seq.tasks.language_model.model import (
+    generate_ids,
+    loss_report,
+    score_streams,
+    scoring_streams,
+)
 from seq2seq.tokenizer import UNK_ID, Tokenizer
-from seq2seq.translator import pick_device
 
-MODEL_TYPE = "lstm_lm"
+MODEL_TYPE = task_named("language_model").model_type
 UNKNOWN_TEXT = "\ufffd"  # shown for the unknown id, which generation never draws anyway
 
 
