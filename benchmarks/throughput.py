@@ -242,7 +242,7 @@ def measure_training_rounds(datamodule, variants: dict, base: list[str], args, a
     result["matmul_flops_per_s_readings"] = [round(r / 1e9, 1) for r in readings[torch.float32]]
     result["training_rounds"] = args.rounds
     for name, measured in rounds.items():
-        def median(pick) -> float:
+        def median(pick, measured=measured) -> float:
             return statistics.median(pick(m) for m in measured)
 
         result[f"{name}_parameters"] = measured[0]["fp32"]["parameters"]

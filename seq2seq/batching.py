@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import lightning as L
 import numpy as np

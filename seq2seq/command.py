@@ -6,7 +6,7 @@ import functools
 import logging
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from seq2seq.errors import UserError
 from seq2seq.runtime import reuse_freed_memory

@@ -7,9 +7,10 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 from seq2seq.errors import UserError
 

@@ -42,8 +42,8 @@ def fit(tmp_path: Path, poisoned: set[int], max_nonfinite_steps: int, max_steps:
     data = char_datamodule(tmp_path, UNICODE_TEXT, batch_streams=4, bptt=16)
     torch.manual_seed(0)
     model = PoisonedModel(data.tokenizer.vocab_size, embed_dim=8, hidden_size=16, dropout=0.0, poisoned=poisoned)
-    system = LanguageModelSystem(model, Optimization(lr=0.01, scheduler="none", max_nonfinite_steps=max_nonfinite_steps),
-                                 sample_every_n_steps=0)
+    optimization = Optimization(lr=0.01, scheduler="none", max_nonfinite_steps=max_nonfinite_steps)
+    system = LanguageModelSystem(model, optimization, sample_every_n_steps=0)
     snapshots = {}
 
     class Snapshot(L.Callback):

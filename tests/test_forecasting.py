@@ -166,8 +166,8 @@ def test_the_recipe_composes_with_the_split_and_metric_it_promises(tmp_path):
     model = instantiate(cfg.model, scale=14.0)
     assert (model.window, model.horizon) == (datamodule.window, datamodule.horizon) == (104, 52)
     task = OmegaConf.to_container(cfg.task, resolve=True)
-    system = task_named(task.pop("name")).system()(model, Optimization(**OmegaConf.to_container(cfg.optim, resolve=True)),
-                                                   **task)
+    optimization = Optimization(**OmegaConf.to_container(cfg.optim, resolve=True))
+    system = task_named(task.pop("name")).system()(model, optimization, **task)
     assert isinstance(system, ForecastSystem) and system.eval_horizon == datamodule.eval_horizon == 52
     assert cfg.callbacks.model_checkpoint.monitor == task_named("forecast").monitor == "val/mae"
     assert cfg.callbacks.early_stopping.monitor == "val/mae" and cfg.callbacks.model_checkpoint.mode == "min"

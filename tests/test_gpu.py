@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.gpu,
 
 
 def validation_losses(run_dir) -> list[float]:
-    return [float(r["val/loss"]) for r in csv.DictReader((run_dir / "logs" / "metrics.csv").open()) if r.get("val/loss")]
+    rows = csv.DictReader((run_dir / "logs" / "metrics.csv").open())
+    return [float(r["val/loss"]) for r in rows if r.get("val/loss")]
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed", "32-true"])

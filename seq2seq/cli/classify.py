@@ -12,7 +12,8 @@ output line, so the output stays aligned with the input, and a count of them on 
 from __future__ import annotations
 
 import sys
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO
 
 import hydra
 from omegaconf import DictConfig

@@ -12,8 +12,9 @@ first; score = summed log-probability, length-normalized for beam search)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Iterable
+from typing import IO
 
 import hydra
 from omegaconf import DictConfig

@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -48,7 +48,7 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-             precision: str = "fp32") -> "Classifier":
+             precision: str = "fp32") -> Classifier:
         device = pick_device(device)
         return cls(load_bundle(path, device, expected_type=MODEL_TYPE), device, precision)
 

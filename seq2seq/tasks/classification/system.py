@@ -14,10 +14,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from seq2seq.config import build
 from seq2seq.errors import UserError
-from seq2seq.metrics import classification_scores, format_confusion
+from seq2seq.metrics import format_confusion
 from seq2seq.runtime import evaluation_device
 from seq2seq.tasks.classification.data import LabelledBatch
 from seq2seq.tasks.classification.model import LSTMClassifier
@@ -26,10 +28,9 @@ from seq2seq.training import Optimization, TaskSystem
 log = logging.getLogger(__name__)
 
 
-
 class ClassificationSystem(TaskSystem):
-
     task_name = "classification"
+
     def __init__(
         self,
         model: LSTMClassifier,
@@ -40,8 +41,12 @@ class ClassificationSystem(TaskSystem):
         if not 0.0 <= label_smoothing < 1.0:
             raise UserError(f"task.label_smoothing={label_smoothing} must be in [0, 1)")
         self.label_smoothing = label_smoothing
-        self._val_rows: list[tuple[int, int, int]] = []  # (index, gold, predicted)
-        self._val_loss_sum = 0.0
+        # torchmetrics sums their counts over DDP ranks when computed; each rank scores a distinct
+        # slice of the validation batches, so every sentence counts once.
+        classes = model.config["num_classes"]
+        self.val_accuracy = MulticlassAccuracy(classes, average="micro")
+        self.val_macro_f1 = MulticlassF1Score(classes, average="macro")
+        self.val_loss = MeanMetric()
 
     def loss(self, batch: LabelledBatch) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(batch.tokens, batch.lengths)  # (B, C)
@@ -52,37 +57,26 @@ class ClassificationSystem(TaskSystem):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.labels.numel())
         return loss
 
-    def on_validation_epoch_start(self) -> None:
-        self._val_rows, self._val_loss_sum = [], 0.0
-
     def validation_step(self, batch: LabelledBatch, batch_idx: int) -> None:
         loss, logits = self.loss(batch)
-        self._val_loss_sum += float(loss) * batch.labels.numel()
         predicted = logits.argmax(-1)
-        self._val_rows.extend(zip(batch.indices.tolist(), batch.labels.tolist(), predicted.tolist()))
+        self.val_accuracy.update(predicted, batch.labels)
+        self.val_macro_f1.update(predicted, batch.labels)
+        self.val_loss.update(loss.detach(), weight=batch.labels.numel())
 
     def on_validation_epoch_end(self) -> None:
-        rows, loss_sum = self._val_rows, self._val_loss_sum
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (rows, loss_sum))
-            rows = [r for part in gathered for r in part[0]]
-            loss_sum = sum(part[1] for part in gathered)
-        by_index = {index: (gold, predicted) for index, gold, predicted in rows}
-        gold = [by_index[i][0] for i in sorted(by_index)]
-        predicted = [by_index[i][1] for i in sorted(by_index)]
-        labels = [str(c) for c in range(self.model.config["num_classes"])]
-        scores = classification_scores(gold, predicted, labels)
-        val_loss = loss_sum / max(len(rows), 1)
-        # Every rank holds the same gathered values, so no further reduction is needed.
+        count = int(self.val_loss.weight)  # this rank's sentences (before compute() syncs the ranks)
+        accuracy, macro_f1, val_loss = (float(m.compute()) for m in
+                                        (self.val_accuracy, self.val_macro_f1, self.val_loss))
+        for metric in (self.val_accuracy, self.val_macro_f1, self.val_loss):
+            metric.reset()
+        # compute() gave every rank the same totals, so no further reduction is needed.
         self.log("val/loss", val_loss)
-        self.log("val/accuracy", scores["accuracy"], prog_bar=True)
-        self.log("val/macro_f1", scores["macro_f1"])
+        self.log("val/accuracy", accuracy, prog_bar=True)
+        self.log("val/macro_f1", macro_f1)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            log.info("epoch %d step %d: val loss %.4f accuracy %.4f macro-F1 %.4f (%d sentences)",
-                     self.current_epoch, self.global_step, val_loss, scores["accuracy"], scores["macro_f1"],
-                     len(gold))
-
+            log.info("epoch %d step %d: val loss %.4f accuracy %.4f macro-F1 %.4f (%d sentences on this rank)",
+                     self.current_epoch, self.global_step, val_loss, accuracy, macro_f1, count)
 
 
 # ----------------------------------------------------------------- what the training run calls

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ class Forecaster:
         self.device = device
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "Forecaster":
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> Forecaster:
         device = pick_device(device)
         return cls(load_bundle(path, device, expected_type=MODEL_TYPE), device)
 

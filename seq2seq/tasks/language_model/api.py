@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -89,7 +89,7 @@ class Generator:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-             precision: str = "fp32") -> "Generator":
+             precision: str = "fp32") -> Generator:
         device = pick_device(device)
         return cls(load_bundle(path, device, expected_type=MODEL_TYPE), device, precision)
 

@@ -8,8 +8,8 @@ time); scoring and generation use the same `forward` with an explicit state.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +105,7 @@ class ScoringStreams:
     def scored_tokens(self) -> int:
         return int((self.targets != PAD_ID).sum())
 
-    def rows(self, index: slice | list[int]) -> "ScoringStreams":
+    def rows(self, index: slice | list[int]) -> ScoringStreams:
         return ScoringStreams(self.inputs[index], self.targets[index], self.warmup[index], self.has_warmup[index])
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 
@@ -45,7 +45,7 @@ class Translator:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-             precision: str = "fp32") -> "Translator":
+             precision: str = "fp32") -> Translator:
         device = pick_device(device)
         return cls(load_bundle(path, device, expected_type="seq2seq"), device, precision)
 

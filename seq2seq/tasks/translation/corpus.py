@@ -21,9 +21,9 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -282,7 +282,7 @@ class Batch:
     def num_tgt_tokens(self) -> int:
         return int((self.tgt_out != PAD_ID).sum())
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         """Page-locked copies, which the DataLoader's pin_memory calls, for faster copies to a GPU."""
         return Batch(*(getattr(self, f.name).pin_memory() for f in fields(self)))
 
