@@ -6,14 +6,19 @@ import itertools
 import logging
 import math
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seq2seq.errors import UserError
 from seq2seq.tokenizer import PAD_ID
+
+# Only named in annotations: translating or classifying with a model directory pads its batches
+# here and must not pay for importing Lightning.
+if TYPE_CHECKING:
+    import lightning as L
 
 log = logging.getLogger(__name__)
 

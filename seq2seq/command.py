@@ -9,7 +9,6 @@ import sys
 from collections.abc import Callable
 
 from seq2seq.errors import UserError
-from seq2seq.runtime import reuse_freed_memory
 
 
 def debug_enabled() -> bool:
@@ -26,6 +25,8 @@ def run_as_command(task: Callable) -> Callable:
 
     @functools.wraps(task)
     def wrapper(*args, **kwargs):
+        from seq2seq.runtime import reuse_freed_memory  # imports torch: not before the work starts
+
         reuse_freed_memory()
         try:
             return task(*args, **kwargs)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-
 import seq2seq.tasks  # noqa: F401  (registers the ${task_setting:...} resolver the configs use)
 from seq2seq.errors import UserError
 
-# conf/ sits beside the package in a source checkout (editable install).
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# The configs ship inside the package (seq2seq/conf, package data), so a wheel or `pip install .`
+# finds them wherever it is installed; the checkout's top-level `conf` is a link to this folder.
+# Users add folders of their own with `hydra.searchpath=[file://my_conf]`.
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 # Primary configs of the commands that load a model directory. They live apart from the
@@ -21,6 +20,11 @@ APPS_CONF_DIR = str(Path(CONF_DIR) / "apps")
 
 def build(config, **kwargs):
     """hydra.utils.instantiate, letting our own one-line errors through unwrapped."""
+    # Imported here: hydra.utils costs half a second, and commands that only read their config
+    # (or print --help) never build anything.
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
     try:
         return instantiate(config, **kwargs)
     except InstantiationException as error:

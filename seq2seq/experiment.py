@@ -73,8 +73,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, last_validation: LastValidatio
 
 
 def export_model(task: Task, trainer: L.Trainer, system: L.LightningModule, datamodule, run_dir: Path,
-                 cfg: DictConfig, last_validation: LastValidationStep) -> Path | None:
-    """Write `<run_dir>/model` from the best validated weights.
+                 cfg: DictConfig, last_validation: LastValidationStep) -> tuple[Path | None, float | None]:
+    """Write `<run_dir>/model` from the best validated weights: (the model directory, or None on
+    the other DDP ranks; the exported weights' validation value of the monitored metric).
 
     Training can stop between validations (max_time, max_steps, Ctrl-C); the final weights are
     then validated once more and kept if they beat the best checkpoint.
@@ -99,16 +100,17 @@ def export_model(task: Task, trainer: L.Trainer, system: L.LightningModule, data
         chosen = final_score
         log.info("exporting final weights (%s %s)", monitor, "n/a" if chosen is None else f"{chosen:.4f}")
     if not trainer.is_global_zero:
-        return None  # under DDP every rank holds the same weights; one writes them
+        return None, chosen  # under DDP every rank holds the same weights; one writes them
     trained = {"epochs": trainer.current_epoch, "steps": trainer.global_step, monitor.replace("/", "_"): chosen}
     tokenizer_files, extra = task.module("system").export_contents(datamodule, cfg)
     return save_bundle(run_dir / "model", system.model, task.model_type, tokenizer_files,
-                       extra | {"trained": trained})
+                       extra | {"trained": trained}), chosen
 
 
 def train(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, float | None]:
-    """Train, export and test as `cfg` says: (the model directory, the best validation value of
-    the task's monitored metric). Under DDP only rank 0 returns a directory."""
+    """Train, export and test as `cfg` says: (the model directory, the validation value of the
+    task's monitored metric for the exported weights, which is what a Hydra sweeper optimises).
+    Under DDP only rank 0 returns a directory."""
     task = task_named(cfg.task.name)
     hooks = task.module("system")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -139,8 +141,7 @@ def train(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, float | None]:
         last = run_dir / "checkpoints" / "last.ckpt"
         kept = f"; the last good checkpoint is {last}" if last.is_file() else ""
         raise UserError(system.stopped_reason + kept)
-    model_dir = export_model(task, trainer, system, datamodule, run_dir, cfg, last_validation)
-    best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    model_dir, best = export_model(task, trainer, system, datamodule, run_dir, cfg, last_validation)
     best = None if best is None else float(best)
     if model_dir is None:
         return None, best

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import select
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -150,3 +152,62 @@ def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def is_stream(handle: IO[bytes]) -> bool:
+    """True for a pipe, terminal or socket: input that arrives over time, not a file on disk."""
+    try:
+        return not stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):  # no file descriptor (e.g. an in-memory stream)
+        return False
+
+
+def arriving_chunks(handle: IO[bytes], name: str, size: int) -> Iterator[list[str]]:
+    """Decoded lines of a pipe in lists of what has arrived, each handed on as soon as no more
+    input is waiting (or when it holds `size` lines).
+
+    A program that writes one line and waits for its answer gets it at once; a fast writer still
+    gets batches of up to `size` lines. Reads the file descriptor directly (select + os.read), so
+    nothing waits in Python's read-ahead buffer.
+    """
+    fd = handle.fileno()
+    pending: list[bytes] = []
+    partial = b""
+    number = 0
+
+    def decoded(raw: list[bytes]) -> list[str]:
+        nonlocal number
+        lines = []
+        for line in raw:
+            number += 1
+            try:
+                lines.append(line.decode("utf-8").rstrip("\r"))
+            except UnicodeDecodeError as error:
+                raise UserError(f"{name}:{number}: invalid UTF-8 (byte {error.start} of the line)") from None
+        return lines
+
+    while True:
+        data = os.read(fd, 1 << 16)
+        if not data:  # end of input
+            if partial:
+                pending.append(partial)
+            while pending:
+                yield decoded(pending[:size])
+                pending = pending[size:]
+            return
+        *complete, partial = (partial + data).split(b"\n")
+        pending.extend(complete)
+        while len(pending) >= size:
+            yield decoded(pending[:size])
+            pending = pending[size:]
+        if pending and not select.select([fd], [], [], 0)[0]:  # nothing more waiting: answer now
+            yield decoded(pending)
+            pending = []
+
+
+def line_chunks(handle: IO[bytes], name: str, size: int) -> Iterator[list[str]]:
+    """Lines of `handle` in lists of at most `size`: full lists from a file (they are sorted by
+    length into batches), lists of what has arrived from a pipe or terminal (`arriving_chunks`)."""
+    if os.name == "posix" and is_stream(handle):
+        return arriving_chunks(handle, name, size)
+    return chunks(read_utf8_lines(handle, name), size)

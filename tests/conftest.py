@@ -147,3 +147,41 @@ class Terminal:
         finally:
             self.process.kill()
         return None
+
+
+class LineDriver:
+    """A command driven over pipes the way another program would: one line in, wait for the answer."""
+
+    def __init__(self, command: list[str], cwd: Path) -> None:
+        env = dict(os.environ, PYTHONWARNINGS="ignore")
+        self.process = subprocess.Popen([str(BIN / command[0]), *command[1:]], cwd=cwd, env=env, bufsize=0,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.buffer = b""
+
+    def ask(self, line: str, answers: int = 1, timeout: float = 120) -> list[str]:
+        """Send `line` and read `answers` output lines; fails if they do not come within `timeout`
+        (the pipe stays open, so a command that waits for more input fails here instead of hanging)."""
+        self.process.stdin.write(line.encode() + b"\n")
+        deadline = time.monotonic() + timeout
+        while self.buffer.count(b"\n") < answers:
+            remaining = deadline - time.monotonic()
+            ready = select.select([self.process.stdout], [], [], max(remaining, 0))[0] if remaining > 0 else []
+            if not ready:
+                self.process.kill()
+                raise AssertionError(f"no answer to {line!r} within {timeout} s; stderr:\n"
+                                     f"{self.process.stderr.read().decode(errors='replace')[-3000:]}")
+            data = os.read(self.process.stdout.fileno(), 65536)
+            if not data:
+                raise AssertionError(f"the command ended before answering {line!r}; stderr:\n"
+                                     f"{self.process.stderr.read().decode(errors='replace')[-3000:]}")
+            self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n", answers)
+        return [raw.decode() for raw in lines]
+
+    def close(self, timeout: float = 60) -> int:
+        """Close stdin (end of input) and wait for the exit status."""
+        self.process.stdin.close()
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self.process.kill()

@@ -4,6 +4,7 @@ repair, download and bad-input handling."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, Terminal, run
+from conftest import BIN, LineDriver, Terminal, run
 
 from seq2seq import Classifier, datasets
 from seq2seq.errors import UserError
@@ -105,6 +106,17 @@ def test_classify_file_and_pipe_keep_order_and_line_count_and_match_the_api(toy_
     assert ["" if p is None else f"{p.label}\t{p.probability:.4f}" for p in api] == rows
 
 
+def test_a_pipe_is_answered_line_by_line(toy_run):
+    """A program that writes one review and waits gets its label before it writes the next."""
+    rng = random.Random(9)
+    lines = [toy_sentence(rng, words) for words in (POSITIVE, NEGATIVE, POSITIVE, NEGATIVE)]
+    driver = LineDriver(["seq2seq-classify", "model=run/model"], cwd=toy_run)
+    rows = [driver.ask(line)[0] for line in lines]
+    assert driver.close() == 0
+    assert sum(row.split("\t")[0] == expected_label(line) for line, row in zip(lines, rows)) >= 3
+    assert all(0.5 <= float(row.split("\t")[1]) <= 1.0 for row in rows)
+
+
 def test_python_api(toy_run):
 
     classifier = Classifier.load(toy_run / "run" / "model", device="cpu")
@@ -188,6 +200,9 @@ def test_missing_rt_polarity_files_come_from_the_zip(tmp_path, monkeypatch):
         zipped.writestr("sentence_polarity/README", "readme\n")
     monkeypatch.setitem(datasets.DOWNLOADS, "rt_polarity", {
         name: f"{archive.as_uri()}#{name}" for name in ("rt-polarity.pos", "rt-polarity.neg")})
+    monkeypatch.setitem(datasets.SHA256, "rt_polarity", {  # the extracted members' sums
+        "rt-polarity.pos": hashlib.sha256(b"good one .\n").hexdigest(),
+        "rt-polarity.neg": hashlib.sha256(b"bad one .\n").hexdigest()})
     local = tmp_path / "data"
     datasets.ensure_files("rt_polarity", local)
     assert (local / "rt-polarity.pos").read_text() == "good one .\n"

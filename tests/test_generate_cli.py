@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import BIN, Terminal, run
+from conftest import BIN, LineDriver, Terminal, run
 
 from seq2seq import Generator
 
@@ -133,3 +133,21 @@ def test_interactive_generation_leaves_on_ctrl_c(pattern_run, tmp_path):
     term.expect("> ")
     assert term.interrupt_until_exit() == 0
     assert "Traceback" not in term.seen
+
+
+def test_lines_mode_answers_each_piped_prompt_before_the_next(pattern_run):
+    """lines=true: every line a prompt, each sample one output line (newlines as \\n), flushed at once."""
+    driver = LineDriver(["seq2seq-generate", f"model={pattern_run / 'run' / 'model'}", "lines=true", "greedy=true",
+                         "max_chars=30"], cwd=pattern_run)
+    first = driver.ask("abcdefg")[0]
+    assert first == "abcdefg" + (ALPHABET[7:] + "\n" + ALPHABET)[:30].replace("\n", "\\n")
+    two = driver.ask("xyz", answers=1)[0]
+    assert two.startswith("xyz\\nabcdefghij") and "\n" not in two
+    assert driver.close() == 0
+
+
+def test_lines_mode_takes_no_prompt_setting(pattern_run):
+    result = run(["seq2seq-generate", f"model={pattern_run / 'run' / 'model'}", "lines=true", "prompt=abc"],
+                 cwd=pattern_run, check=False, input="abc\n")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: lines=true reads the prompts from stdin, one a line; leave prompt= unset"

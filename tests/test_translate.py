@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN, WORDS, Terminal, run
+from conftest import BIN, WORDS, LineDriver, Terminal, run
 
 from seq2seq import Translator
 
@@ -154,3 +154,13 @@ def test_interactive_prompt_leaves_cleanly_on_ctrl_c(model_dir, tmp_path):
     term.expect("> ")
     assert term.interrupt_until_exit() == 0
     assert "Traceback" not in term.seen
+
+
+def test_a_pipe_is_answered_line_by_line(model_dir, tmp_path):
+    """Another program writes one sentence, waits for its translation, then writes the next; with
+    the default chunk_lines=2000 every answer must still come before the next line is sent."""
+    driver = LineDriver(["seq2seq-translate", f"model={model_dir}", "beam=2"], cwd=tmp_path)
+    answers = [driver.ask(sentence)[0] for sentence in SENTENCES]
+    assert driver.close() == 0
+    assert sum(a == expected(s) for a, s in zip(answers, SENTENCES)) >= len(SENTENCES) - 1
+    assert driver.buffer == b""  # nothing beyond one line per sentence

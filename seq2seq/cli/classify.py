@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig
@@ -22,8 +22,11 @@ from seq2seq.command import run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
 from seq2seq.prompt import on_off, run_prompt
-from seq2seq.tasks.classification.api import Classifier, format_row
-from seq2seq.text import chunks, open_input, open_output, read_utf8_lines
+from seq2seq.text import line_chunks, open_input, open_output
+
+# The model code (torch) is imported when a model is loaded, not for --help or a bad setting.
+if TYPE_CHECKING:
+    from seq2seq.tasks.classification.api import Classifier
 
 HELP = """commands:
   :help                 this text
@@ -35,10 +38,14 @@ Any other line is classified."""
 SETTINGS = {"all": ("all_probabilities", on_off)}
 
 
-def classify_stream(classifier: Classifier, lines: Iterable[str], out: IO[str], cfg: DictConfig) -> tuple[int, int]:
-    """Classify `lines` chunk by chunk, writing rows in input order; (lines, empty lines)."""
+def classify_stream(classifier: Classifier, chunks: Iterable[list[str]], out: IO[str],
+                    cfg: DictConfig) -> tuple[int, int]:
+    """Classify chunk after chunk of lines, writing rows in input order and flushing them before
+    the next chunk is read; (lines, empty lines)."""
+    from seq2seq.tasks.classification.api import format_row
+
     done = empty = 0
-    for chunk in chunks(lines, max(1, cfg.chunk_lines)):
+    for chunk in chunks:
         for prediction in classifier.classify(chunk, batch_tokens=cfg.batch_tokens):
             out.write(format_row(prediction) + "\n")
             empty += prediction is None
@@ -49,7 +56,7 @@ def classify_stream(classifier: Classifier, lines: Iterable[str], out: IO[str], 
 
 def classify_file(classifier: Classifier, cfg: DictConfig) -> None:
     with open_input(cfg.input) as (source, name), open_output(cfg.output) as out:
-        _, empty = classify_stream(classifier, read_utf8_lines(source, name), out, cfg)
+        _, empty = classify_stream(classifier, line_chunks(source, name, max(1, cfg.chunk_lines)), out, cfg)
     if empty:
         print(f"note: {empty} empty input line{'s' if empty > 1 else ''} got an empty output line", file=sys.stderr)
 
@@ -77,6 +84,8 @@ def classify(cfg: DictConfig) -> None:
         raise UserError("model= is required: the path of a classifier model directory (a run's 'model' folder)")
     if not isinstance(cfg.batch_tokens, int) or cfg.batch_tokens <= 0:
         raise UserError(f"batch_tokens={cfg.batch_tokens} must be a positive whole number")
+    from seq2seq.tasks.classification.api import Classifier
+
     classifier = Classifier.load(cfg.model, device=cfg.device, precision=cfg.precision)
     if cfg.input is None and sys.stdin.isatty():
         interactive(classifier, cfg)

@@ -18,15 +18,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from seq2seq.bundle import read_bundle_config
 from seq2seq.command import run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
-from seq2seq.metrics import format_scores, score_corpus
-from seq2seq.tasks.language_model.api import MODEL_TYPE as GENERATOR_MODEL_TYPE
-from seq2seq.tasks.language_model.api import Generator
-from seq2seq.tasks.translation.api import Translator
+from seq2seq.tasks import task_named
 from seq2seq.text import open_output, read_lines, read_text
+
+# Model code (torch) and sacreBLEU are imported once the settings are read, not for --help.
 
 
 def resolve_input(name: str, model_config: dict) -> Path:
@@ -44,6 +42,8 @@ def evaluate_language_model(cfg: DictConfig) -> dict:
         raise UserError(f"{cfg.model} is a language model: score it with text=FILE (src=/ref= are for translation)")
     if cfg.text is None:
         raise UserError("text= is required for a language model: the text file to score")
+    from seq2seq.tasks.language_model.api import Generator
+
     start = time.perf_counter()
     generator = Generator.load(cfg.model, device=cfg.device, precision=cfg.precision)
     text = read_text(resolve_input(cfg.text, generator.bundle.config))
@@ -64,7 +64,9 @@ def evaluate_language_model(cfg: DictConfig) -> dict:
 def evaluate(cfg: DictConfig) -> dict:
     if cfg.model is None:
         raise UserError("model= is required: the path of a model directory (a run's 'model' folder)")
-    if read_bundle_config(cfg.model).get("model_type") == GENERATOR_MODEL_TYPE:
+    from seq2seq.bundle import read_bundle_config
+
+    if read_bundle_config(cfg.model).get("model_type") == task_named("language_model").model_type:
         return evaluate_language_model(cfg)
     if cfg.text is not None:
         raise UserError("text= scores a language model; for a translation model give src= and ref=")
@@ -72,6 +74,9 @@ def evaluate(cfg: DictConfig) -> dict:
         raise UserError(f"min_bleu={cfg.min_bleu!r} must be a number (a BLEU score, e.g. min_bleu=30)")
     if cfg.src is None or cfg.ref is None:
         raise UserError("src= and ref= are required: the source file to translate and its reference")
+    from seq2seq.metrics import format_scores, score_corpus
+    from seq2seq.tasks.translation.api import Translator
+
     start = time.perf_counter()
     translator = Translator.load(cfg.model, device=cfg.device, precision=cfg.precision)
     config = translator.bundle.config

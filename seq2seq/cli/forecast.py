@@ -21,8 +21,6 @@ from omegaconf import DictConfig
 from seq2seq.command import run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
-from seq2seq.plots import write_plot
-from seq2seq.tasks.forecasting.api import Forecaster
 from seq2seq.tasks.forecasting.series import (
     WEEK,
     WeeklySeries,
@@ -55,6 +53,9 @@ def positive_int(value, name: str) -> int:
 def forecast(cfg: DictConfig) -> None:
     if cfg.model is None:
         raise UserError("model= is required: the path of a forecaster directory (a run's 'model' folder)")
+    from seq2seq.plots import write_plot
+    from seq2seq.tasks.forecasting.api import Forecaster
+
     forecaster = Forecaster.load(cfg.model, device=cfg.device)
     trained_on = forecaster.trained_on
     data = cfg.data or trained_on.get("file")

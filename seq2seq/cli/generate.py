@@ -11,6 +11,7 @@ one batch and printed one after another under a `--- sample N ---` line.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -19,8 +20,11 @@ from seq2seq.command import run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
 from seq2seq.prompt import on_off, run_prompt
-from seq2seq.tasks.language_model.api import Generator
-from seq2seq.text import decode_utf8
+from seq2seq.text import decode_utf8, line_chunks, open_input
+
+# The model code (torch) is imported when a model is loaded, not for --help or a bad setting.
+if TYPE_CHECKING:
+    from seq2seq.tasks.language_model.api import Generator
 
 HELP = """commands:
   :help                 this text
@@ -87,6 +91,28 @@ def write_samples(generator: Generator, prompt: str, options: dict, out=None) ->
     out.flush()
 
 
+def one_line(text: str) -> str:
+    """`text` on one line: backslashes doubled, newlines as \\n (read back by `unescape`, less the doubling)."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def write_line_samples(generator: Generator, options: dict, out=None) -> int:
+    """Every stdin line a prompt: each sample written as one line and flushed as soon as it is
+    done, so a program can send a prompt and wait for its answer. The number of prompts."""
+    out = out or sys.stdout
+    options = dict(options)
+    samples = options.pop("num_samples")
+    done = 0
+    with open_input("-") as (source, name):
+        for chunk in line_chunks(source, name, 1):
+            for prompt in chunk:
+                for text in generator.generate(prompt, num_samples=samples, **options):
+                    out.write(one_line(prompt + text) + "\n")
+                out.flush()
+                done += 1
+    return done
+
+
 def interactive(generator: Generator, cfg: DictConfig) -> None:
     options = generation_options(cfg)
     run_prompt(f"seq2seq-generate: {cfg.model} ({generator.device}). Type a prompt, or :help.",
@@ -98,9 +124,19 @@ def interactive(generator: Generator, cfg: DictConfig) -> None:
 def generate(cfg: DictConfig) -> None:
     if cfg.model is None:
         raise UserError("model= is required: the path of a language model directory (a run's 'model' folder)")
+    from seq2seq.tasks.language_model.api import Generator
+
     generator = Generator.load(cfg.model, device=cfg.device, precision=cfg.precision)
     options = generation_options(cfg)
     generator.generate("", **(options | {"max_chars": 0}))  # check the settings before reading input
+    if cfg.lines:
+        if cfg.prompt is not None:
+            raise UserError("lines=true reads the prompts from stdin, one a line; leave prompt= unset")
+        try:
+            write_line_samples(generator, options)
+        except BrokenPipeError:
+            sys.stderr.close()
+        return
     if cfg.prompt is None and sys.stdin.isatty():
         interactive(generator, cfg)
         return

@@ -14,11 +14,14 @@ from omegaconf import DictConfig
 
 from seq2seq.command import run_as_command
 from seq2seq.config import CONF_DIR
-from seq2seq.experiment import train
 
 
 @run_as_command
 def train_command(cfg: DictConfig) -> float | None:
+    """Train; the exported weights' validation value of the task's monitored metric, which a Hydra
+    sweeper (e.g. `hydra/sweeper=optuna`) optimises."""
+    from seq2seq.experiment import train  # Lightning: not imported for --help or --cfg
+
     _, best = train(cfg, Path(HydraConfig.get().runtime.output_dir))
     return best
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig
@@ -22,10 +22,12 @@ from omegaconf import DictConfig
 from seq2seq.command import run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
-from seq2seq.plots import save_attention
 from seq2seq.prompt import on_off, run_prompt
-from seq2seq.tasks.translation.api import ScoredTranslation, Translator
-from seq2seq.text import checked_input_path, chunks, open_input, open_output, read_utf8_lines
+from seq2seq.text import checked_input_path, line_chunks, open_input, open_output
+
+# The model code (torch) is imported when a model is loaded, not for --help or a bad setting.
+if TYPE_CHECKING:
+    from seq2seq.tasks.translation.api import ScoredTranslation, Translator
 
 HELP = """commands:
   :help                 this text
@@ -77,15 +79,18 @@ def clip_long_lines(translator: Translator, lines: list[str], first_line: int, l
     return clipped
 
 
-def translate_stream(translator: Translator, lines: Iterable[str], out: IO[str], cfg: DictConfig,
+def translate_stream(translator: Translator, chunks: Iterable[list[str]], out: IO[str], cfg: DictConfig,
                      progress=None) -> int:
-    """Translate `lines` chunk by chunk, writing each chunk's outputs in input order."""
+    """Translate chunk after chunk of lines, writing each chunk's outputs in input order and
+    flushing them before the next chunk is read."""
     options = decoding_options(cfg)
     plot_dir = Path(cfg.plot_attention) if cfg.plot_attention else None
     if plot_dir is not None:
+        from seq2seq.plots import save_attention
+
         plot_dir.mkdir(parents=True, exist_ok=True)
     done = 0
-    for chunk in chunks(lines, max(1, cfg.chunk_lines)):
+    for chunk in chunks:
         chunk = clip_long_lines(translator, chunk, done, cfg.max_input_pieces)
         results = translator.translate(chunk, return_hypotheses=True, return_attention=plot_dir is not None,
                                        **options)
@@ -121,7 +126,7 @@ def translate_file(translator: Translator, cfg: DictConfig) -> None:
         progress = tqdm(total=total, unit="line", file=sys.stderr, dynamic_ncols=True)
     try:
         with open_input(cfg.input) as (source, name), open_output(cfg.output) as out:
-            translate_stream(translator, read_utf8_lines(source, name), out, cfg, progress)
+            translate_stream(translator, line_chunks(source, name, max(1, cfg.chunk_lines)), out, cfg, progress)
     finally:
         if progress is not None:
             progress.close()
@@ -156,6 +161,8 @@ def interactive(translator: Translator, cfg: DictConfig) -> None:
 def translate(cfg: DictConfig) -> None:
     if cfg.model is None:
         raise UserError("model= is required: the path of a model directory (a run's 'model' folder)")
+    from seq2seq.tasks.translation.api import Translator
+
     translator = Translator.load(cfg.model, device=cfg.device, precision=cfg.precision)
     # Check the decoding settings once, before any input is read.
     translator.translate([], **decoding_options(cfg))
