@@ -164,3 +164,19 @@ def test_a_pipe_is_answered_line_by_line(model_dir, tmp_path):
     assert driver.close() == 0
     assert sum(a == expected(s) for a, s in zip(answers, SENTENCES)) >= len(SENTENCES) - 1
     assert driver.buffer == b""  # nothing beyond one line per sentence
+
+
+def test_commands_that_use_a_model_directory_do_not_import_lightning(model_dir):
+    """Start-up: the commands import no model code before their settings are read, and translating
+    with a model directory never imports Lightning (seconds on a small CPU)."""
+    script = f"""
+import sys
+import seq2seq.cli.translate, seq2seq.cli.generate, seq2seq.cli.classify, seq2seq.cli.evaluate, seq2seq.cli.forecast
+before = sorted(m for m in ("torch", "lightning", "sacrebleu", "matplotlib") if m in sys.modules)
+from seq2seq import Translator
+text = Translator.load({str(model_dir)!r}, device="cpu").translate(["red dog runs"])[0]
+print(before, "lightning" in sys.modules, "torchmetrics" in sys.modules, text)
+"""
+    result = subprocess.run([str(BIN / "python"), "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["[]", "False", "False", "RUNS", "DOG", "RED"]
