@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 
-.PHONY: install test test-all demo bleu-gate bench clean
+.PHONY: install test test-slow-ci test-all demo bleu-gate bench clean
 
 install: $(VENV)/.installed
 
@@ -12,12 +12,17 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,optuna]'
 	touch $@
 
 test: install
 	$(BIN)/ruff check seq2seq tests benchmarks
 	$(BIN)/python -m pytest -q --durations=15
+
+# The slow tests that CI runs besides `make test`: an Optuna sweep of 2 trials, and the end-to-end
+# CLI tests run with the commands of a wheel installed in a fresh virtualenv.
+test-slow-ci: install
+	$(BIN)/python -m pytest -q -m slow tests/test_sweep.py tests/test_wheel.py
 
 test-all: install
 	$(BIN)/python -m pytest -q -m ""

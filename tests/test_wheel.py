@@ -4,6 +4,7 @@ checkout's editable install is not among them) and gets seq2seq from the wheel a
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -42,7 +43,9 @@ def wheel_env(tmp_path_factory) -> Path:
             target.symlink_to(os.readlink(ROOT / name))
         else:
             shutil.copy2(ROOT / name, target)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+    # With this environment's setuptools when it has one (fast, offline); else pip fetches the build tools.
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", *isolation,
                     "--wheel-dir", str(work / "dist"), str(source)], check=True, capture_output=True, env=plain_env())
     wheel = next((work / "dist").glob("seq2seq-*.whl"))
     env_dir = work / "venv"
