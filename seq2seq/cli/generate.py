@@ -3,6 +3,7 @@
     seq2seq-generate model=outputs/.../model prompt="ROMEO:" max_chars=500 temperature=0.8 top_p=0.95 seed=1
     seq2seq-generate model=outputs/.../model                      # interactive prompt
     cat opening.txt | seq2seq-generate model=outputs/.../model    # stdin is the prompt
+    cat prompts.txt | seq2seq-generate model=... lines=true      # a prompt a line, answered as it arrives
 
 The prompt is printed, then its continuation. With num_samples > 1 the samples are drawn as
 one batch and printed one after another under a `--- sample N ---` line.
