@@ -2,6 +2,7 @@
 
     seq2seq-train experiment=multi30k_de_en model.attention=luong_general trainer.max_epochs=20
     seq2seq-train experiment=tiny_shakespeare_char
+    seq2seq-train experiment=multi30k_de_en init_from=outputs/<run>/model data.data_dir=in_domain   # fine-tune
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from seq2seq.experiment import train
 
 @run_as_command
 def train_command(cfg: DictConfig) -> float | None:
-    _, best = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    _, best = train(cfg, Path(hydra_cfg.runtime.output_dir), overrides=list(hydra_cfg.overrides.task))
     return best
 
 
