@@ -74,3 +74,24 @@ def test_a_shape_changing_override_is_refused_in_one_line(base_run):
 def test_init_from_another_task_or_a_missing_directory_is_refused(base_run):
     missing = run(["seq2seq-train", *BASE, "init_from=nowhere", "hydra.run.dir=x"], cwd=base_run, check=False)
     assert missing.returncode == 2 and "model directory not found: nowhere" in missing.stderr
+
+
+def test_init_from_works_for_another_task_forecasting(tmp_path):
+    """A forecaster fine-tuned on another series keeps the directory's scale, window and weights."""
+    from test_forecasting import TINY_FORECAST, noisy_seasonal_series, write_series
+
+    write_series(tmp_path / "sine.csv", noisy_seasonal_series(400, seed=1))
+    write_series(tmp_path / "other.csv", 2.0 * noisy_seasonal_series(400, seed=2))
+    run(["seq2seq-train", *TINY_FORECAST, "trainer.max_epochs=2", "hydra.run.dir=base"], cwd=tmp_path)
+    # The data's window follows the model's (${model.window}): the directory's 52, not a default.
+    tuned = ["seq2seq-train", *[o for o in TINY_FORECAST if not o.startswith("model.")], "data.file=other.csv",
+             "init_from=base/model"]
+    run([*tuned, "trainer.max_steps=0", "hydra.run.dir=zero"], cwd=tmp_path)
+    base = json.loads((tmp_path / "base" / "model" / "model.json").read_text())
+    zero = json.loads((tmp_path / "zero" / "model" / "model.json").read_text())
+    assert zero["model_config"] == base["model_config"] and zero["model_config"]["window"] == 52
+    source, loaded = (load_state_dict(tmp_path / d / "model" / "weights.pt") for d in ("base", "zero"))
+    assert all(torch.equal(source[k], loaded[k]) for k in source) and source.keys() == loaded.keys()
+    refused = run([*tuned, "model.hidden_size=8", "hydra.run.dir=refused"], cwd=tmp_path, check=False)
+    assert refused.returncode == 2
+    assert "error: init_from=base/model: model.hidden_size=8 changes the shape" in refused.stderr
