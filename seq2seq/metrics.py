@@ -34,6 +34,10 @@ def score_corpus(hyps: Sequence[str], refs: Sequence[str], metrics: Sequence[str
     return results
 
 
+def optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
 def compare_systems(systems: Sequence[tuple[str, Sequence[str]]], refs: Sequence[str],
                     metrics: Sequence[str] = ("bleu", "chrf"), bootstrap_samples: int = 1000,
                     ar_trials: int = 10000) -> dict:
@@ -68,9 +72,9 @@ def compare_systems(systems: Sequence[tuple[str, Sequence[str]]], refs: Sequence
             rows = report.setdefault(metric_name, [{} for _ in named])
             for row, result in zip(rows, column):
                 row["score"] = float(result.score)
-                if test_type == "bs":
-                    row["mean"], row["ci"] = result.mean, result.ci
-                row[f"p_{label}"] = result.p_value
+                if test_type == "bs":  # numpy numbers: plain floats for JSON
+                    row["mean"], row["ci"] = optional_float(result.mean), optional_float(result.ci)
+                row[f"p_{label}"] = optional_float(result.p_value)
     return report
 
 

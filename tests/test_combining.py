@@ -265,4 +265,5 @@ def test_compare_systems_finds_a_real_difference_and_not_a_chance_one():
     for row in report["BLEU"][1:]:
         assert row["p_bootstrap"] < 0.01 and row["p_ar"] < 0.01
     report = compare_systems([("coin a", coin_a), ("coin b", coin_b)], refs, bootstrap_samples=200, ar_trials=500)
+    json.dumps(report)  # plain numbers
     assert report["BLEU"][1]["p_ar"] > 0.05 and report["BLEU"][1]["p_bootstrap"] > 0.05
