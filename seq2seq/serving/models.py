@@ -1,0 +1,115 @@
+"""The models a server holds: each model directory loaded once, named, and described for /models."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import seq2seq
+from seq2seq.errors import UserError
+
+# model.json's model_type -> the task the server exposes it under.
+TASKS = {"seq2seq": "translation", "lstm_lm": "language_model", "lstm_classifier": "classification",
+         "forecaster": "forecast"}
+# task -> the name of the top-level seq2seq class that loads it (the forecaster's may be absent).
+LOADERS = {"translation": "Translator", "language_model": "Generator", "classification": "Classifier",
+           "forecast": "Forecaster"}
+
+
+@dataclass
+class ServedModel:
+    """A loaded model (Translator, Generator, Classifier or Forecaster, or a stand-in with the same
+    methods) and what /models says about it."""
+
+    name: str
+    task: str
+    model: Any
+    path: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "task": self.task, "path": self.path, **self.info}
+
+
+def model_type_of(directory: Path) -> str:
+    """model.json's model_type, with the same one-line errors as the commands give."""
+    config_path = directory / "model.json"
+    if not directory.is_dir():
+        raise UserError(f"model directory not found: {directory}")
+    if not config_path.is_file():
+        raise UserError(f"{directory}: no model.json; point model= at the 'model' folder of a run")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{config_path}: not valid JSON ({error})") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type not in TASKS:
+        raise UserError(f"{directory}: model type {model_type!r} cannot be served "
+                        f"(known: {', '.join(TASKS)})")
+    return model_type
+
+
+def default_name(directory: Path) -> str:
+    """A run's model folder is called 'model': name it after the run folder instead."""
+    directory = directory.resolve()
+    return directory.parent.name if directory.name == "model" and directory.parent.name else directory.name
+
+
+def describe_loaded(task: str, model: Any, precision: str) -> dict[str, Any]:
+    """Languages, parameter count, precision and device of a loaded model (what it has of them)."""
+    info: dict[str, Any] = {"precision": precision}
+    bundle = getattr(model, "bundle", None)
+    config = getattr(bundle, "config", {}) or {}
+    network = getattr(model, "model", None)
+    if network is not None and hasattr(network, "parameters"):
+        info["parameters"] = sum(p.numel() for p in network.parameters())
+    if getattr(model, "device", None) is not None:
+        info["device"] = str(model.device)
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    if task == "translation":
+        info["languages"] = {"source": data.get("src_lang"), "target": data.get("tgt_lang")}
+    if task == "classification":
+        info["labels"] = list(getattr(model, "labels", []))
+    if task == "forecast" and isinstance(config.get("model_config"), dict):
+        info["horizon"] = config["model_config"].get("horizon")
+        info["window"] = config["model_config"].get("window")
+    return info
+
+
+def parse_model_argument(value: Any) -> list[tuple[str | None, str]]:
+    """model=DIR, model=[DIR1,DIR2] or model={name: DIR, ...} -> [(name or None, DIR)]."""
+    if value is None or value == "" or value == []:
+        raise UserError("model= is required: a model directory, a list model=[DIR1,DIR2] or a mapping "
+                        "model={name:DIR}")
+    if isinstance(value, str):
+        return [(None, value)]
+    if isinstance(value, Mapping):
+        return [(str(name), str(path)) for name, path in value.items()]
+    if isinstance(value, Sequence):
+        return [(None, str(path)) for path in value]
+    raise UserError(f"model={value!r}: expected a directory, a list of directories or a name: directory mapping")
+
+
+def load_models(entries: Sequence[tuple[str | None, str]], device: str | None = None,
+                precision: str = "fp32") -> dict[str, ServedModel]:
+    """Load every model directory; names are unique (a repeated name gets -2, -3, ...)."""
+    served: dict[str, ServedModel] = {}
+    for name, path in entries:
+        directory = Path(path)
+        task = TASKS[model_type_of(directory)]
+        loader = getattr(seq2seq, LOADERS[task], None)
+        if loader is None:
+            raise UserError(f"{directory}: {task} models cannot be served by this version "
+                            f"(seq2seq.{LOADERS[task]} is missing)")
+        model = loader.load(directory, device=device, precision=precision) if task != "forecast" \
+            else loader.load(directory, device=device)
+        base = name or default_name(directory)
+        unique, count = base, 1
+        while unique in served:
+            count += 1
+            unique = f"{base}-{count}"
+        served[unique] = ServedModel(unique, task, model, str(directory),
+                                     describe_loaded(task, model, precision if task != "forecast" else "fp32"))
+    return served
