@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import make_reversal_corpus, tiny_model
+
 from seq2seq.bundle import save_bundle
 from seq2seq.classification import LSTMClassifier
 from seq2seq.language_model import LanguageModel
 from seq2seq.tokenizer import SentencePieceSettings, train_or_load
-
-from conftest import make_reversal_corpus, tiny_model
 
 CHAR_TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(200))
 

@@ -19,9 +19,10 @@ import json
 import re
 import threading
 import time
+from collections.abc import AsyncIterator, Hashable
 from dataclasses import asdict, dataclass
 from importlib import resources
-from typing import Any, AsyncIterator, Hashable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -337,7 +338,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
                 put("end", None)
             except UserError as error:
                 put("error", str(error))
-            except Exception as error:  # the stream reports it; the server goes on
+            except Exception as error:  # noqa: BLE001 - the stream reports it; the server goes on
                 put("error", f"internal error: {type(error).__name__}: {error}")
             finally:
                 if steps is not None:

@@ -14,11 +14,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 import torch
+
 
 @dataclass
 class Job:
@@ -107,7 +109,7 @@ class Batcher:
                     results = self.run(jobs[0].key, items)
                 if len(results) != len(items):
                     raise RuntimeError(f"the model returned {len(results)} results for {len(items)} items")
-            except BaseException as error:  # every waiting request gets the error, the worker goes on
+            except BaseException as error:  # noqa: BLE001 - every waiting request gets it; the worker goes on
                 for job in jobs:
                     job.future.set_exception(error)
                 continue

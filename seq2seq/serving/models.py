@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import seq2seq
 from seq2seq.errors import UserError
@@ -53,7 +55,7 @@ def model_type_of(directory: Path) -> str:
 
 def default_name(directory: Path) -> str:
     """A run's model folder is called 'model': name it after the run folder instead."""
-    directory = directory.resolve()
+    directory = Path(os.path.abspath(directory))  # not resolve(): a symlink's own name is the one given
     return directory.parent.name if directory.name == "model" and directory.parent.name else directory.name
 
 
