@@ -428,7 +428,7 @@ def test_loading_names_models_after_their_run_and_refuses_bad_directories(model_
     with pytest.raises(UserError, match="model directory not found"):
         load_models([(None, str(tmp_path / "missing"))])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no model.json"):
+    with pytest.raises(UserError, match="no model.json; point model= at"):
         load_models([(None, str(tmp_path / "empty"))])
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import seq2seq
+from seq2seq.bundle import read_bundle_config
 from seq2seq.errors import UserError
 
 # model.json's model_type -> the task the server exposes it under.
@@ -37,16 +37,7 @@ class ServedModel:
 
 def model_type_of(directory: Path) -> str:
     """model.json's model_type, with the same one-line errors as the commands give."""
-    config_path = directory / "model.json"
-    if not directory.is_dir():
-        raise UserError(f"model directory not found: {directory}")
-    if not config_path.is_file():
-        raise UserError(f"{directory}: no model.json; point model= at the 'model' folder of a run")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{config_path}: not valid JSON ({error})") from None
-    model_type = config.get("model_type") if isinstance(config, dict) else None
+    model_type = read_bundle_config(directory).get("model_type")
     if model_type not in TASKS:
         raise UserError(f"{directory}: model type {model_type!r} cannot be served "
                         f"(known: {', '.join(TASKS)})")
