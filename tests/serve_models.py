@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import uvicorn
 from conftest import make_reversal_corpus, tiny_model
 
 from seq2seq.bundle import save_bundle
@@ -33,3 +39,35 @@ def build_model_dirs(root: Path) -> dict[str, Path]:
     classifier_dir = save_bundle(root / "classifier", classifier, "lstm_classifier", {"text": words},
                                  {"labels": ["negative", "positive"], "lowercase": True})
     return {"translator": translator, "lm": lm_dir, "classifier": classifier_dir}
+
+
+class SlowGenerator:
+    """A language model that takes `delay` seconds a character, so a stream lasts long enough to
+    watch it arrive or to walk away from it."""
+
+    def __init__(self, inner, delay: float = 0.005) -> None:
+        self.inner, self.delay = inner, delay
+
+    def stream(self, *args, **kwargs):
+        for pieces in self.inner.stream(*args, **kwargs):
+            time.sleep(self.delay)
+            yield pieces
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """The app on uvicorn on a free loopback port, in a thread; yields its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

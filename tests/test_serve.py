@@ -16,9 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
-from serve_models import build_model_dirs
+from serve_models import SlowGenerator, build_model_dirs, serving
 
 from seq2seq import Classifier, Generator, Translator
 from seq2seq.errors import UserError
@@ -361,33 +360,11 @@ def test_health_answers_while_a_long_request_runs(served):
 
 
 # ----------------------------------------------------------------------------- a real socket
-class SlowGenerator:
-    """A language model that takes 5 ms a character, so a stream lasts long enough to walk away from."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    def stream(self, *args, **kwargs):
-        for pieces in self.inner.stream(*args, **kwargs):
-            time.sleep(0.005)
-            yield pieces
-
-
 @pytest.fixture
 def live_server(served):
     app = create_app({"lm": ServedModel("lm", "language_model", SlowGenerator(served["lm"].model))})
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield app, f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(app) as url:
+        yield app, url
 
 
 def test_stream_stops_generating_when_the_client_goes_away(live_server):

@@ -28,7 +28,7 @@ function choose() {
   if (!model) return;
   const parts = [model.task.replace("_", " ")];
   if (model.languages && model.languages.source) parts.push(`${model.languages.source} → ${model.languages.target}`);
-  if (model.parameters) parts.push(`${(model.parameters / 1e6).toFixed(2)}M parameters`);
+  if (model.parameters) parts.push(`${model.parameters.toLocaleString("en")} parameters`);
   if (model.precision) parts.push(model.precision);
   $("model-info").textContent = parts.join(" · ");
 }
