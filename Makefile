@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 test: install
+	$(BIN)/ruff check seq2seq tests benchmarks
 	$(BIN)/python -m pytest -q --durations=15
 
 # The web page of seq2seq-serve in headless Chromium (needs: apt-get install chromium chromium-driver).

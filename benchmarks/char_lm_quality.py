@@ -19,6 +19,7 @@ from pathlib import Path
 
 from reporting import BIN, RESULTS, parameter_count, report, run_timed
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="label of this run; names the output files")

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from reporting import RESULTS, report
+
 from seq2seq.bundle import save_bundle
-from seq2seq.generator import Generator
-from seq2seq.language_model import LanguageModel
+from seq2seq.tasks.language_model.api import Generator
+from seq2seq.tasks.language_model.model import LanguageModel
 from seq2seq.tokenizer import SentencePieceSettings, train_or_load
 
 RECIPE = dict(embed_dim=128, hidden_size=512, num_layers=2, dropout=0.25)

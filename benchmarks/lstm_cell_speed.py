@@ -17,14 +17,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from reporting import RESULTS, report
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from reporting import RESULTS, report
-from seq2seq.models import Seq2Seq
+from seq2seq.tasks.translation.model import Seq2Seq
 from seq2seq.tokenizer import PAD_ID
 
 RECIPE = dict(src_vocab_size=8000, tgt_vocab_size=8000, embed_dim=256, encoder_hidden_size=256,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from reporting import BIN, RESULTS, parameter_count, report, run_timed
 
+
 def evaluate(model_dir: Path, beam: int, json_path: Path) -> dict:
     seconds = run_timed([str(BIN / "seq2seq-evaluate"), f"model={model_dir}", "src=test_2016_flickr.de",
                    "ref=test_2016_flickr.en", f"beam={beam}", f"json={json_path}", "device=cpu"])

@@ -36,14 +36,16 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-
 from reporting import RESULTS, report
-from seq2seq.cli.common import CONF_DIR
-from seq2seq.data import TokenBatchSampler, padding_ratio, read_lines
+
+from seq2seq.batching import TokenBatchSampler, padding_ratio
+from seq2seq.config import CONF_DIR
 from seq2seq.metrics import score_corpus
 from seq2seq.runtime import reuse_freed_memory
-from seq2seq.systems import TranslationSystem
-from seq2seq.translator import Translator
+from seq2seq.tasks.translation.api import Translator
+from seq2seq.tasks.translation.system import TranslationSystem
+from seq2seq.text import read_lines
+from seq2seq.training import Optimization
 
 # Model variants beside the recipe's: the larger one of the issue (2 layers of 512 on both
 # sides) and the recipe's with input feeding, like the issue's OpenNMT-py reference model.
@@ -184,7 +186,7 @@ def measure_training(datamodule, model_overrides: dict, base: list[str], precisi
     model_cfg["tgt_vocab_size"] = datamodule.tgt_tokenizer.vocab_size
     torch.manual_seed(0)
     model = instantiate(model_cfg)
-    system = TranslationSystem(model, **OmegaConf.to_container(cfg.optim, resolve=True),
+    system = TranslationSystem(model, Optimization(**OmegaConf.to_container(cfg.optim, resolve=True)),
                                **{k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
                                   if k != "name"})
     timer = StepTimer(warmup, reference)
@@ -240,7 +242,7 @@ def measure_training_rounds(datamodule, variants: dict, base: list[str], args, a
     result["matmul_flops_per_s_readings"] = [round(r / 1e9, 1) for r in readings[torch.float32]]
     result["training_rounds"] = args.rounds
     for name, measured in rounds.items():
-        def median(pick) -> float:
+        def median(pick, measured=measured) -> float:
             return statistics.median(pick(m) for m in measured)
 
         result[f"{name}_parameters"] = measured[0]["fp32"]["parameters"]

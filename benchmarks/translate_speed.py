@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.data import read_lines
 from seq2seq.metrics import score_corpus
-from seq2seq.translator import Translator
+from seq2seq.tasks.translation.api import Translator
+from seq2seq.text import read_lines
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -7,8 +7,8 @@ Layout of `<dir>`:
                  planted pickle cannot run code
   *.spm.model    SentencePiece models
 
-The model class is looked up by name in a fixed table of the toolkit's own classes
-(`MODEL_TYPES`), never imported from a string in the file.
+The model class is looked up by its type name in the toolkit's own table of tasks
+(`seq2seq.tasks.TASKS`), never imported from a string in the file.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from seq2seq.errors import UserError
+from seq2seq.tasks import BY_MODEL_TYPE
 from seq2seq.tokenizer import Tokenizer
 
 FORMAT_NAME = "seq2seq-model"
@@ -125,13 +126,11 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def load_bundle(directory: str | os.PathLike, device: str | torch.device = "cpu",
                 expected_type: str | None = None) -> Bundle:
     """Rebuild the model and tokenizers of a model directory, in eval mode on `device`."""
-    from seq2seq.models import MODEL_TYPES  # late import: models import nothing from here
-
     directory = Path(directory)
     config = read_bundle_config(directory)
     model_type = config.get("model_type")
-    if model_type not in MODEL_TYPES:
-        raise UserError(f"{directory}: unknown model type {model_type!r} (known: {', '.join(MODEL_TYPES)})")
+    if model_type not in BY_MODEL_TYPE:
+        raise UserError(f"{directory}: unknown model type {model_type!r} (known: {', '.join(BY_MODEL_TYPE)})")
     if expected_type is not None and model_type != expected_type:
         raise UserError(f"{directory} holds a {model_type} model; this command needs a {expected_type} model")
     tokenizers = {}
@@ -142,7 +141,7 @@ def load_bundle(directory: str | os.PathLike, device: str | torch.device = "cpu"
             raise UserError(f"{directory}: tokenizer file {name} is missing")
         tokenizers[role] = Tokenizer(directory / name)
     try:
-        model = MODEL_TYPES[model_type](**config["model_config"])
+        model = BY_MODEL_TYPE[model_type].model()(**config["model_config"])
     except (TypeError, KeyError) as error:
         raise UserError(f"{directory}: model config does not fit this toolkit version ({error})") from None
     state = load_state_dict(directory / WEIGHTS_FILE)

@@ -22,6 +22,8 @@ import ctypes.util
 import os
 import sys
 
+import torch
+
 # mallopt parameters from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -49,3 +51,14 @@ def reuse_freed_memory() -> bool:
     # and never give the heap's free top back to the kernel.
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     return _applied
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def evaluation_device(trainer_config) -> str | None:
+    """The device to score a just-trained model on: the CPU when training ran there, else the default."""
+    return "cpu" if trainer_config.get("accelerator") == "cpu" else None

@@ -10,10 +10,11 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
@@ -175,3 +176,13 @@ def train_or_load(
             ) from None
         os.replace(f"{prefix}.model", model_file)
     return Tokenizer(model_file)
+
+
+def keep_with_run(files: set[Path], run_dir: Path | None) -> None:
+    """Copy tokenizer models into the run folder: the run stays reproducible after the cache is cleared."""
+    if run_dir is None:
+        return
+    target = run_dir / "tokenizers"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        shutil.copyfile(path, target / path.name)

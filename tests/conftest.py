@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq.models import Seq2Seq
+from seq2seq.tasks.translation.model import Seq2Seq
 
 WORDS = ["red", "blue", "green", "dog", "cat", "runs", "sits", "big", "small", "tree",
          "house", "river", "sun", "moon", "car", "bird", "fish", "stone", "hill", "road"]

@@ -13,15 +13,14 @@ import uvicorn
 from conftest import make_reversal_corpus, tiny_model
 
 from seq2seq.bundle import save_bundle
-from seq2seq.classification import LSTMClassifier
-from seq2seq.language_model import LanguageModel
-from seq2seq.tokenizer import SentencePieceSettings, train_or_load
+from seq2seq.tasks import task_named
+from seq2seq.tokenizer import SentencePieceSettings, Tokenizer, train_or_load
 
 CHAR_TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(200))
 
 
 def build_model_dirs(root: Path) -> dict[str, Path]:
-    """{'translator': dir, 'lm': dir, 'classifier': dir} under `root`."""
+    """{'translator': dir, 'lm': dir, 'classifier': dir, 'forecaster': dir} under `root`."""
     corpus = make_reversal_corpus(root / "corpus", {"train": 300})
     words = train_or_load([corpus / "train.src"], root / "cache", SentencePieceSettings(vocab_size=40)).model_file
     translator = save_bundle(root / "translator", tiny_model("bahdanau", src_vocab_size=40, tgt_vocab_size=40),
@@ -30,15 +29,16 @@ def build_model_dirs(root: Path) -> dict[str, Path]:
     (root / "chars.txt").write_text(CHAR_TEXT, encoding="utf-8")
     chars = train_or_load([root / "chars.txt"], root / "cache",
                           SentencePieceSettings(vocab_size=60, model_type="char", preserve_text=True)).model_file
-    from seq2seq.tokenizer import Tokenizer
-
-    lm = LanguageModel(vocab_size=Tokenizer(chars).vocab_size, embed_dim=8, hidden_size=16, num_layers=1,
-                       dropout=0.0)
+    lm = task_named("language_model").model()(vocab_size=Tokenizer(chars).vocab_size, embed_dim=8,
+                                               hidden_size=16, num_layers=1, dropout=0.0)
     lm_dir = save_bundle(root / "lm", lm, "lstm_lm", {"text": chars})
-    classifier = LSTMClassifier(vocab_size=40, num_classes=2, embed_dim=8, hidden_size=8, dropout=0.0)
+    classifier = task_named("classification").model()(vocab_size=40, num_classes=2, embed_dim=8, hidden_size=8,
+                                                       dropout=0.0)
     classifier_dir = save_bundle(root / "classifier", classifier, "lstm_classifier", {"text": words},
                                  {"labels": ["negative", "positive"], "lowercase": True})
-    return {"translator": translator, "lm": lm_dir, "classifier": classifier_dir}
+    forecaster = task_named("forecast").model()(window=8, horizon=4, hidden_size=8, num_layers=1)
+    forecaster_dir = save_bundle(root / "forecaster", forecaster, "forecaster", {})
+    return {"translator": translator, "lm": lm_dir, "classifier": classifier_dir, "forecaster": forecaster_dir}
 
 
 class SlowGenerator:

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from seq2seq.bundle import save_bundle
-
 from conftest import TINY_REVERSAL, run
 from test_bundle import Exploit
 from test_language_model import UNICODE_TEXT, char_datamodule, tiny_lm
+
+from seq2seq.bundle import save_bundle
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +58,8 @@ CASES = [
     # seq2seq-translate
     (["seq2seq-translate", "model=nowhere", "input=corpus/test.src"], "model directory not found", None),
     (["seq2seq-translate", "model=a_file", "input=corpus/test.src"], "is not a model directory", None),
-    (["seq2seq-translate", "model=mt", "input=missing.src", "output=out.txt"], "missing.src: file not found", "out.txt"),
+    (["seq2seq-translate", "model=mt", "input=missing.src", "output=out.txt"], "missing.src: file not found",
+     "out.txt"),
     (["seq2seq-translate", "model=mt", "input=corpus", "output=out.txt"], "is a directory", "out.txt"),
     (["seq2seq-translate", "model=mt", "input=bad_utf8.txt", "output=out.txt"], "bad_utf8.txt:2: invalid UTF-8",
      "out.txt"),
@@ -79,7 +79,8 @@ CASES = [
      None),
     (["seq2seq-translate", "model=lm", "input=corpus/test.src"], "needs a seq2seq model", None),
     # seq2seq-evaluate
-    (["seq2seq-evaluate", "model=mt", "src=corpus/test.src", "ref=short.tgt", "json=s.json"], "has 100 lines but", "s.json"),
+    (["seq2seq-evaluate", "model=mt", "src=corpus/test.src", "ref=short.tgt", "json=s.json"], "has 100 lines but",
+     "s.json"),
     (["seq2seq-evaluate", "model=mt", "src=empty.txt", "ref=empty.txt"], "file is empty", None),
     (["seq2seq-evaluate", "model=mt", "src=corpus/test.src", "ref=corpus/test.tgt", "min_bleu=high"], "min_bleu",
      None),

@@ -69,7 +69,7 @@ def screenshot(driver, name: str) -> None:
 def open_page(driver, url: str, model: str) -> None:
     driver.get(url + "/")
     wait = WebDriverWait(driver, 20)
-    wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 3)
+    wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 4)
     Select(driver.find_element(By.ID, "model")).select_by_value(model)
 
 
@@ -142,3 +142,16 @@ def test_page_shows_a_label_with_probabilities_and_errors(page_server, browser):
     browser.find_element(By.ID, "translate").click()
     WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "error").text)
     assert browser.find_element(By.ID, "error").text.startswith("beam: ")
+
+
+def test_page_forecasts_a_series(page_server, browser):
+    url, models = page_server
+    open_page(browser, url, "forecaster")
+    browser.find_element(By.ID, "values").send_keys("1, 2, , 4, 5, 6, 7, 8, 9, 10")
+    horizon = browser.find_element(By.ID, "horizon")
+    horizon.clear()
+    horizon.send_keys("3")
+    browser.find_element(By.ID, "run-forecast").click()
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "forecast-output").text)
+    expected = models["forecaster"].model.forecast([1, 2, None, 4, 5, 6, 7, 8, 9, 10], 3)
+    assert browser.find_element(By.ID, "forecast-output").text == ", ".join(f"{v:.2f}" for v in expected)

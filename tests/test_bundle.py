@@ -1,12 +1,12 @@
 import json
+
 import pytest
 import torch
+from conftest import make_reversal_corpus, random_batch, tiny_model
 
 from seq2seq.bundle import load_bundle, load_state_dict, save_bundle
 from seq2seq.errors import UserError
 from seq2seq.tokenizer import SentencePieceSettings, train_or_load
-
-from conftest import make_reversal_corpus, random_batch, tiny_model
 
 
 @pytest.fixture

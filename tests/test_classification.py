@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from seq2seq import datasets
-from seq2seq.classification import LSTMClassifier, classification_scores, format_confusion, repair_cp1252
-from seq2seq import Classifier
-from seq2seq.errors import UserError
-from seq2seq.labelled_text import ClassificationDataModule
-
 from conftest import BIN, Terminal, run
+
+from seq2seq import Classifier, datasets
+from seq2seq.errors import UserError
+from seq2seq.metrics import classification_scores, format_confusion
+from seq2seq.tasks.classification.data import ClassificationDataModule
+from seq2seq.tasks.classification.model import LSTMClassifier
+from seq2seq.text import repair_cp1252
 
 FILLER = ["the", "film", "plot", "actors", "story", "was", "is", "quite", "a", "very", "this", "movie",
           "and", "with", "of", "script", "ending", "music", "scenes", "cast"]
@@ -136,13 +136,14 @@ def test_interactive_prompt(toy_run):
 
 
 def test_cp1252_control_characters_are_repaired(tmp_path, caplog):
-    assert repair_cp1252("a \x96 b \x97 c \x91it\x92s\x92 \x93q\x94 \x85") == "a \u2013 b \u2014 c \u2018it\u2019s\u2019 \u201cq\u201d \u2026"
+    assert (repair_cp1252("a \x96 b \x97 c \x91it\x92s\x92 \x93q\x94 \x85")
+            == "a \u2013 b \u2014 c \u2018it\u2019s\u2019 \u201cq\u201d \u2026")
     assert repair_cp1252("caf\u00e9 \x81") == "caf\u00e9 \x81"  # real letters and unassigned bytes stay
     (tmp_path / "a.neg").write_text("it\x92s dull \x97 really\nplain line\nok \x96 fine\n", encoding="utf-8")
     (tmp_path / "a.pos").write_text("good\ngreat\nfine\n", encoding="utf-8")
     data = ClassificationDataModule(str(tmp_path), {"neg": "a.neg", "pos": "a.pos"}, {"vocab_size": 8},
                                     str(tmp_path / "cache"), [1, 2], [3, 3])
-    with caplog.at_level(logging.INFO, logger="seq2seq.labelled_text"):
+    with caplog.at_level(logging.INFO, logger="seq2seq.tasks.classification.data"):
         splits = data.splits()
     assert splits["train"].texts == ["it\u2019s dull \u2014 really", "plain line", "good", "great"]
     assert splits["train"].labels == [0, 0, 1, 1]
@@ -156,7 +157,7 @@ def rt_datamodule(data_dir: Path, **overrides) -> ClassificationDataModule:
     from omegaconf import OmegaConf
     from test_config import compose_train
 
-    from seq2seq.cli.train import build
+    from seq2seq.config import build
 
     cfg = compose_train(["experiment=rt_polarity_sentiment", f"data.data_dir={data_dir}", "data.download=null",
                          *(f"data.{k}={v}" for k, v in overrides.items())])
@@ -245,3 +246,22 @@ def test_classify_refuses_bad_input_in_one_line(toy_run, tmp_path):
     assert result.returncode == 2 and result.stderr.strip().splitlines() == ["error: bad.txt:2: invalid UTF-8 "
                                                                               "(byte 0 of the line)"]
     assert not (tmp_path / "out.tsv").exists()
+
+
+def test_validation_metrics_agree_with_the_test_report():
+    """Validation scores with torchmetrics (synced over DDP ranks), the test report with
+    classification_scores (per-class figures and the confusion matrix): the two must agree."""
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+    generator = torch.Generator().manual_seed(3)
+    for classes in (2, 5):
+        gold = torch.randint(0, classes, (300,), generator=generator)
+        # Class 0 is never predicted: its F1 is 0 in both, not left out of the mean.
+        predicted = torch.where(torch.rand(300, generator=generator) < 0.6, gold,
+                                torch.randint(0, classes, (300,), generator=generator)).clamp(min=1)
+        ours = classification_scores(gold.tolist(), predicted.tolist(), [str(c) for c in range(classes)])
+        accuracy = MulticlassAccuracy(classes, average="micro")(predicted, gold)
+        macro_f1 = MulticlassF1Score(classes, average="macro")(predicted, gold)
+        assert float(accuracy) == pytest.approx(ours["accuracy"], abs=1e-6)
+        assert float(macro_f1) == pytest.approx(ours["macro_f1"], abs=1e-6)
+        assert ours["per_class"]["0"]["f1"] == 0.0

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-
 from conftest import TINY_REVERSAL, run
 
 

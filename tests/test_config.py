@@ -8,9 +8,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seq2seq.cli.common import CONF_DIR
-from seq2seq.cli.train import SYSTEMS, VALIDATION_METRIC
-from seq2seq.datamodule import TextDataModule
+from seq2seq.config import CONF_DIR
+from seq2seq.tasks import task_named
+from seq2seq.tasks.language_model.data import TextDataModule
+from seq2seq.training import Optimization
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
@@ -38,9 +39,12 @@ def test_experiment_composes_and_instantiates(experiment, tmp_path):
                              _convert_="all")
     task = OmegaConf.to_container(cfg.task, resolve=True)
     task_name = task.pop("name")
-    SYSTEMS[task_name](model, **OmegaConf.to_container(cfg.optim, resolve=True), **task)
-    # The best checkpoint is chosen by the metric the task validates on.
-    assert cfg.callbacks.model_checkpoint.monitor == VALIDATION_METRIC[task_name]
+    task_named(task_name).system()(model, Optimization(**OmegaConf.to_container(cfg.optim, resolve=True)), **task)
+    # The best checkpoint is chosen by the metric the task validates on, and early stopping watches it too.
+    expected = {"translation": ("val/bleu", "max"), "language_model": ("val/loss", "min"),
+                "classification": ("val/accuracy", "max"), "forecast": ("val/mae", "min")}[task_name]
+    assert (cfg.callbacks.model_checkpoint.monitor, cfg.callbacks.model_checkpoint.mode) == expected
+    assert (cfg.callbacks.early_stopping.monitor, cfg.callbacks.early_stopping.mode) == expected
     if task_name == "translation":
         assert datamodule.src_lang and datamodule.tgt_lang
     elif task_name == "language_model":

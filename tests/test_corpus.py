@@ -6,12 +6,15 @@ import random
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_REVERSAL, make_reversal_corpus, run
-from seq2seq.corpus import ChunkedTokenBatchSampler, MemmapParallelDataset, prepare_corpus
-from seq2seq.data import padding_ratio
-from seq2seq.datamodule import ResumableSampler
+
+from seq2seq.batching import ResumableSampler, padding_ratio
 from seq2seq.errors import UserError
+from seq2seq.tasks.translation.corpus import (
+    ChunkedTokenBatchSampler,
+    MemmapParallelDataset,
+    prepare_corpus,
+)
 from seq2seq.tokenizer import SentencePieceSettings, train_or_load
 
 SCRIPTS = ["the cat sat on the mat", "Привет, как дела?", "日本語の文を書きます。", "مرحبا بالعالم",
@@ -52,7 +55,8 @@ def test_the_dataset_returns_exactly_the_encoded_sentences_in_order(tmp_path, to
     assert len(dataset) == len(src) == 300
     assert [dataset.sentence("src", i) for i in range(len(src))] == tokenizer.encode(src)
     assert [dataset.sentence("tgt", i) for i in range(len(tgt))] == tokenizer.encode(tgt)
-    assert dataset.sentence("src", 37) == [] and dataset.sentence("tgt", 41) == [] and max(len(dataset.sentence("src", i)) for i in range(300)) > 2000
+    assert dataset.sentence("src", 37) == [] and dataset.sentence("tgt", 41) == []
+    assert max(len(dataset.sentence("src", i)) for i in range(300)) > 2000
     assert tokenizer.decode([dataset.sentence("tgt", 2)]) == [tgt[2]]
     batch = dataset[[5, 1, 3]]
     assert batch.indices.tolist() == [5, 1, 3]

@@ -1,7 +1,9 @@
 import pytest
 
-from seq2seq.data import ParallelDataset, TokenBatchSampler, padding_ratio, read_lines, read_parallel
+from seq2seq.batching import TokenBatchSampler, padding_ratio
 from seq2seq.errors import UserError
+from seq2seq.tasks.translation.corpus import ParallelDataset
+from seq2seq.text import read_lines, read_parallel
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 

@@ -8,17 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_REVERSAL, make_reversal_corpus, random_batch, run, tiny_model
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.bundle import load_bundle, save_bundle
 from seq2seq.errors import UserError
 from seq2seq.explicit_lstm import ExplicitLSTM, make_lstm
-from seq2seq.language_model import LanguageModel
 from seq2seq.rnn import lstm_step
+from seq2seq.tasks.language_model.model import LanguageModel
 from seq2seq.tokenizer import PAD_ID, SentencePieceSettings, train_or_load
-
-from conftest import TINY_REVERSAL, make_reversal_corpus, random_batch, run, tiny_model
 
 INPUT, HIDDEN, BATCH = 5, 7, 4
 
@@ -206,7 +205,7 @@ def test_unknown_cell_stops_training_with_one_line(tmp_path: Path):
 
 @pytest.mark.parametrize("pooling", ["final", "mean", "attention"])
 def test_classifier_with_explicit_cell_gives_the_same_logits(pooling):
-    from seq2seq.classification import LSTMClassifier
+    from seq2seq.tasks.classification.model import LSTMClassifier
 
     torch.manual_seed(0)
     fused = LSTMClassifier(vocab_size=30, embed_dim=6, hidden_size=8, pooling=pooling, dropout=0.0).eval()

@@ -12,14 +12,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-
-from seq2seq.cli.train import AtomicCheckpointIO
-from seq2seq.errors import UserError
-from seq2seq.language_model import LanguageModel
-from seq2seq.systems import LanguageModelSystem
-
 from conftest import BIN, TINY_REVERSAL, make_reversal_corpus, run
 from test_language_model import UNICODE_TEXT, char_datamodule
+
+from seq2seq.checkpointing import AtomicCheckpointIO
+from seq2seq.errors import UserError
+from seq2seq.tasks.language_model.model import LanguageModel
+from seq2seq.tasks.language_model.system import LanguageModelSystem
+from seq2seq.training import Optimization
 
 
 class PoisonedModel(LanguageModel):
@@ -42,8 +42,8 @@ def fit(tmp_path: Path, poisoned: set[int], max_nonfinite_steps: int, max_steps:
     data = char_datamodule(tmp_path, UNICODE_TEXT, batch_streams=4, bptt=16)
     torch.manual_seed(0)
     model = PoisonedModel(data.tokenizer.vocab_size, embed_dim=8, hidden_size=16, dropout=0.0, poisoned=poisoned)
-    system = LanguageModelSystem(model, lr=0.01, scheduler="none", sample_every_n_steps=0,
-                                 max_nonfinite_steps=max_nonfinite_steps)
+    optimization = Optimization(lr=0.01, scheduler="none", max_nonfinite_steps=max_nonfinite_steps)
+    system = LanguageModelSystem(model, optimization, sample_every_n_steps=0)
     snapshots = {}
 
     class Snapshot(L.Callback):
@@ -76,7 +76,7 @@ def test_learning_rate_must_be_positive_and_finite():
     model = LanguageModel(30, embed_dim=8, hidden_size=16)
     for lr in (float("nan"), 0.0, -1.0):
         with pytest.raises(UserError, match="optim.lr"):
-            LanguageModelSystem(model, lr=lr)
+            LanguageModelSystem(model, Optimization(lr=lr))
 
 
 def test_a_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -11,19 +11,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-
-from seq2seq.bundle import load_bundle
-from seq2seq.cli.train import SYSTEMS, VALIDATION_METRIC
-from seq2seq.errors import UserError
-from seq2seq.forecast_training import ForecastDataModule, ForecastSystem
-from seq2seq.forecasting import Forecaster, forecast_from
-from seq2seq.timeseries import (causal_fill, chronological_split, last_value, read_weekly_csv, scores,
-                                seasonal_naive, span_targets)
-
-from conftest import run
 from test_config import compose_train
+
+from seq2seq import Forecaster
+from seq2seq.bundle import load_bundle
+from seq2seq.errors import UserError
+from seq2seq.tasks import task_named
+from seq2seq.tasks.forecasting.data import ForecastDataModule
+from seq2seq.tasks.forecasting.model import LSTMForecaster, forecast_from
+from seq2seq.tasks.forecasting.series import (
+    causal_fill,
+    chronological_split,
+    last_value,
+    read_weekly_csv,
+    scores,
+    seasonal_naive,
+    span_targets,
+)
+from seq2seq.tasks.forecasting.system import ForecastSystem
+from seq2seq.training import Optimization
 
 START = dt.date(1990, 1, 6)
 
@@ -122,7 +131,7 @@ def test_baselines():
 
 def test_a_forecast_reads_nothing_from_its_future():
     torch.manual_seed(0)
-    model = Forecaster(window=20, horizon=5, hidden_size=8, num_layers=1, scale=2.0)
+    model = LSTMForecaster(window=20, horizon=5, hidden_size=8, num_layers=1, scale=2.0)
     values = noisy_seasonal_series(80)
     values[57:60] = np.nan  # a gap up to the origin: interpolating it would pull in week 60
     before = forecast_from(model, values, ~np.isnan(values), origin=60, steps=12)
@@ -157,9 +166,10 @@ def test_the_recipe_composes_with_the_split_and_metric_it_promises(tmp_path):
     model = instantiate(cfg.model, scale=14.0)
     assert (model.window, model.horizon) == (datamodule.window, datamodule.horizon) == (104, 52)
     task = OmegaConf.to_container(cfg.task, resolve=True)
-    system = SYSTEMS[task.pop("name")](model, **OmegaConf.to_container(cfg.optim, resolve=True), **task)
+    optimization = Optimization(**OmegaConf.to_container(cfg.optim, resolve=True))
+    system = task_named(task.pop("name")).system()(model, optimization, **task)
     assert isinstance(system, ForecastSystem) and system.eval_horizon == datamodule.eval_horizon == 52
-    assert cfg.callbacks.model_checkpoint.monitor == VALIDATION_METRIC["forecast"] == "val/mae"
+    assert cfg.callbacks.model_checkpoint.monitor == task_named("forecast").monitor == "val/mae"
     assert cfg.callbacks.early_stopping.monitor == "val/mae" and cfg.callbacks.model_checkpoint.mode == "min"
 
 
@@ -212,6 +222,24 @@ def test_forecast_cli_writes_a_csv_and_a_plot(sine_run):
     inside = run(["seq2seq-forecast", f"model={model}", "origin=19950909", "horizon=26"], cwd=sine_run)
     assert len(inside.stdout.splitlines()) == 27
     assert "MAE against the" in inside.stderr
+
+
+def test_python_api_forecasts_as_the_command_does(sine_run):
+    forecaster = Forecaster.load(sine_run / "run" / "model")
+    lines = run(["seq2seq-forecast", "model=run/model", "horizon=30"], cwd=sine_run).stdout.splitlines()[1:]
+    from_command = [float(line.split(",")[1]) for line in lines]
+    values = read_weekly_csv(sine_run / "sine.csv").values
+    history = [None if np.isnan(v) else float(v) for v in values]
+    from_api = forecaster.forecast(history, horizon=30)
+    assert len(from_api) == 30 and from_api == pytest.approx(from_command, abs=1e-4)
+    # A missing week is filled from the weeks before it, not read as zero.
+    history[-1] = None
+    assert abs(forecaster.forecast(history, horizon=1)[0] - from_api[0]) < 1.0
+    assert forecaster.window == 52 and forecaster.default_horizon == 26
+    with pytest.raises(UserError, match="horizon=0 must be a positive"):
+        forecaster.forecast(history, horizon=0)
+    with pytest.raises(UserError, match="weeks of history"):
+        forecaster.forecast(history[:10], horizon=3)
 
 
 @pytest.mark.parametrize("command, message", [

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import BIN, Terminal, run
 
 from seq2seq import Generator
-
-from conftest import BIN, Terminal, run
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 # A text with an obvious pattern: the alphabet, one line at a time.

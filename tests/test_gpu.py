@@ -6,16 +6,17 @@ import csv
 
 import pytest
 import torch
-
 from conftest import TINY_REVERSAL, make_reversal_corpus, run, tiny_model
-from seq2seq.search import decode
+
+from seq2seq.tasks.translation.search import decode
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def validation_losses(run_dir) -> list[float]:
-    return [float(r["val/loss"]) for r in csv.DictReader((run_dir / "logs" / "metrics.csv").open()) if r.get("val/loss")]
+    rows = csv.DictReader((run_dir / "logs" / "metrics.csv").open())
+    return [float(r["val/loss"]) for r in rows if r.get("val/loss")]
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed", "32-true"])

@@ -11,13 +11,19 @@ import torch
 import torch.nn.functional as F
 
 from seq2seq.bundle import save_bundle
-from seq2seq.datamodule import TextDataModule, TextWindows
 from seq2seq.errors import UserError
-from seq2seq.generator import Generator, StopFilter, TextCodec
-from seq2seq.language_model import (LanguageModel, score_streams, scoring_streams, stream_batches)
-from seq2seq.search import sample_tokens
-from seq2seq.systems import LanguageModelSystem
+from seq2seq.sampling import sample_tokens
+from seq2seq.tasks.language_model.api import Generator, StopFilter, TextCodec
+from seq2seq.tasks.language_model.data import TextDataModule, TextWindows
+from seq2seq.tasks.language_model.model import (
+    LanguageModel,
+    score_streams,
+    scoring_streams,
+    stream_batches,
+)
+from seq2seq.tasks.language_model.system import LanguageModelSystem
 from seq2seq.tokenizer import PAD_ID, UNK_ID
+from seq2seq.training import Optimization
 
 UNICODE_TEXT = ("Ça va? Très bien.\n日本語のテキストです。\n  two  spaces\tand a tab 😀\n"
                 "ROMEO: O, she doth teach the torches to burn bright!\n") * 20
@@ -72,7 +78,7 @@ def test_japanese_text_trains_and_generates(tmp_path):
     japanese = "".join(f"彼は{n}時に駅へ行きました。\n私は日本語を勉強しています。\n" for n in range(200))
     data = char_datamodule(tmp_path, japanese, batch_streams=8, bptt=32)
     model = tiny_lm(data.tokenizer.vocab_size, hidden_size=48)
-    system = LanguageModelSystem(model, lr=0.02, sample_every_n_steps=0, scheduler="none")
+    system = LanguageModelSystem(model, Optimization(lr=0.02, scheduler="none"), sample_every_n_steps=0)
     trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu")
     trainer.fit(system, datamodule=data)
@@ -178,7 +184,7 @@ def test_training_carries_state_across_batches_and_resets_it_per_epoch_and_for_v
     data = char_datamodule(tmp_path, UNICODE_TEXT, batch_streams=4, bptt=16, valid_streams=3)
     model = tiny_lm(data.tokenizer.vocab_size)
     recorder = StateRecorder(model)
-    system = LanguageModelSystem(model, lr=0.01, sample_every_n_steps=0, scheduler="none")
+    system = LanguageModelSystem(model, Optimization(lr=0.01, scheduler="none"), sample_every_n_steps=0)
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
                         val_check_interval=5)  # a validation in the middle of each epoch too

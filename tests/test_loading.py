@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import TINY_REVERSAL, make_reversal_corpus, run
+
+from seq2seq.batching import loader_settings
 from seq2seq.bundle import load_state_dict
-from seq2seq.data import Batch
-from seq2seq.datamodule import loader_settings
 from seq2seq.errors import UserError
+from seq2seq.tasks.translation.corpus import Batch
 
 TRAINING = [*TINY_REVERSAL, "data.data_dir=corpus", "trainer.max_epochs=2", "evaluate_test=false",
             "model.dropout=0.2"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 
 import torch
-
 from conftest import TINY_REVERSAL, make_reversal_corpus, run
 
 

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from conftest import BIN, TINY_REVERSAL, make_reversal_corpus, run
+
 from seq2seq.bundle import load_state_dict
 
 # Dropout on, so the random state must be restored too; a step checkpoint every 4 steps.

@@ -1,12 +1,17 @@
 import pytest
 import torch
+from conftest import random_batch, tiny_model
 
 from seq2seq.errors import UserError
-from seq2seq.search import (ban_repeated_ngrams, beam_search, greedy_search, max_output_lengths, sample,
-                            sample_tokens)
+from seq2seq.sampling import sample_tokens
+from seq2seq.tasks.translation.search import (
+    ban_repeated_ngrams,
+    beam_search,
+    greedy_search,
+    max_output_lengths,
+    sample,
+)
 from seq2seq.tokenizer import EOS_ID
-
-from conftest import random_batch, tiny_model
 
 
 def trained_ish_model(attention="luong_general"):

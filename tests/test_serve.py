@@ -49,7 +49,7 @@ class FakeForecaster:
 
 
 def make_app(served: dict[str, ServedModel], **settings):
-    models = dict(served)
+    models = {name: model for name, model in served.items() if model.task != "forecast"}
     models["co2"] = ServedModel("co2", "forecast", FakeForecaster(), "fake", {"precision": "fp32"})
     return create_app(models, ServeSettings(**settings))
 
@@ -155,6 +155,18 @@ def test_forecast_calls_the_forecaster_interface(client):
     answer = client.post("/forecast", json={"values": [1.0, None, 3.5], "horizon": 3})
     assert answer.status_code == 200
     assert answer.json()["forecast"] == [4.5, 5.5, 6.5]
+
+
+def test_forecast_with_a_forecaster_directory_matches_the_python_api(served):
+    forecaster = served["forecaster"].model
+    history = [1.0, 2.0, None, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    with TestClient(create_app({"forecaster": served["forecaster"]})) as c:
+        answer = c.post("/forecast", json={"values": history, "horizon": 6})
+        assert answer.status_code == 200
+        assert answer.json()["forecast"] == pytest.approx(forecaster.forecast(history, 6), abs=1e-6)
+        assert c.get("/models").json()["models"][0]["horizon"] == 4
+        short = c.post("/forecast", json={"values": [1.0, 2.0], "horizon": 2})  # shorter than the window
+        assert short.status_code == 422 and short.json()["field"] == "values"
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -417,8 +429,8 @@ def run_serve_in_process(args: list[str], capsys) -> tuple[int, str]:
     """The command's config and error handling without a new process (a torch import is slow)."""
     from hydra import compose, initialize_config_dir
 
-    from seq2seq.cli.common import APPS_CONF_DIR
     from seq2seq.cli.serve import serve
+    from seq2seq.config import APPS_CONF_DIR
 
     with initialize_config_dir(config_dir=APPS_CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="serve", overrides=args)

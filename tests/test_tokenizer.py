@@ -3,7 +3,15 @@ import os
 import pytest
 
 from seq2seq.errors import UserError
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SentencePieceSettings, Tokenizer, train_or_load
+from seq2seq.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    SentencePieceSettings,
+    Tokenizer,
+    train_or_load,
+)
 
 SENTENCES = [
     "Ein Hund läuft im Park.", "Zwei Männer spielen Fußball auf einer Wiese.",

@@ -7,10 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import BIN, WORDS, Terminal, run
 
 from seq2seq import Translator
-
-from conftest import BIN, WORDS, Terminal, run
 
 SENTENCES = ["red dog runs", "big tree house river sun", "cat", "moon car bird fish stone hill road",
              "small green", "sits sits sits dog"]

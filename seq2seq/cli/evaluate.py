@@ -6,8 +6,7 @@ For a language model: the loss on a text in nats/char, bits/char and perplexity.
 
 Relative `src`/`ref` paths are looked up in the current directory first, then in the data
 folder the model was trained from. Exit status: 0 on success, 1 when BLEU is below `min_bleu`,
-2 on a user error.
-"""
+2 on a user error."""
 
 from __future__ import annotations
 
@@ -19,21 +18,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from seq2seq.cli.common import APPS_CONF_DIR, open_output, run_as_command
 from seq2seq.bundle import read_bundle_config
-from seq2seq.data import read_lines, read_text
+from seq2seq.command import run_as_command
+from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
-from seq2seq.generator import MODEL_TYPE as GENERATOR_MODEL_TYPE
-from seq2seq.generator import Generator
-from seq2seq.metrics import Score, score_corpus
-from seq2seq.translator import Translator
-
-
-def format_scores(scores: dict[str, Score]) -> str:
-    rows = [("metric", "score", "signature")] + [
-        (s.name.upper() if s.name != "chrf" else "chrF", f"{s.score:.2f}", s.signature) for s in scores.values()]
-    widths = [max(len(r[i]) for r in rows) for i in range(2)]
-    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]}" for r in rows)
+from seq2seq.metrics import format_scores, score_corpus
+from seq2seq.tasks.language_model.api import MODEL_TYPE as GENERATOR_MODEL_TYPE
+from seq2seq.tasks.language_model.api import Generator
+from seq2seq.tasks.translation.api import Translator
+from seq2seq.text import open_output, read_lines, read_text
 
 
 def resolve_input(name: str, model_config: dict) -> Path:

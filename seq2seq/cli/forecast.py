@@ -12,21 +12,25 @@ and one row per week, dates as YYYYMMDD like the input.
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from seq2seq.bundle import load_bundle
-from seq2seq.cli.common import APPS_CONF_DIR, open_output, run_as_command
+from seq2seq.command import run_as_command
+from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
-from seq2seq.forecasting import MODEL_TYPE, forecast_from
-from seq2seq.timeseries import WEEK, WeeklySeries, format_date, parse_date, read_weekly_csv
-from seq2seq.translator import pick_device
+from seq2seq.plots import write_plot
+from seq2seq.tasks.forecasting.api import Forecaster
+from seq2seq.tasks.forecasting.series import (
+    WEEK,
+    WeeklySeries,
+    format_date,
+    parse_date,
+    read_weekly_csv,
+)
+from seq2seq.text import open_output
 
 
 def origin_index(series: WeeklySeries, origin) -> int:
@@ -47,55 +51,19 @@ def positive_int(value, name: str) -> int:
     return value
 
 
-def write_plot(path: str, series: WeeklySeries, origin: int, dates: list, forecasts: np.ndarray,
-               history_weeks: int, units: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
-    start = max(0, origin - history_weeks)
-    history_dates = series.dates[start:origin]
-    figure, axes = plt.subplots(figsize=(10, 4.5))
-    axes.plot(history_dates, series.values[start:origin], color="black", linewidth=1, label="history")
-    truth_end = min(len(series), origin + len(forecasts))
-    if truth_end > origin:
-        axes.plot(series.dates[origin:truth_end], series.values[origin:truth_end], color="tab:green",
-                  linewidth=1, label="truth")
-    axes.plot(dates, forecasts, color="tab:red", linewidth=1.5, label="forecast")
-    axes.axvline(dates[0], color="grey", linestyle=":", linewidth=1)
-    axes.set_ylabel(f"{series.name} ({units})" if units else series.name)
-    axes.set_title(f"{len(forecasts)}-week forecast from {format_date(dates[0])}")
-    axes.legend(loc="upper left")
-    axes.grid(alpha=0.3)
-    figure.autofmt_xdate()
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".png")
-        os.close(handle)
-        figure.savefig(partial, dpi=100, format="png")
-        os.replace(partial, target)
-    except OSError as error:
-        raise UserError(f"plot={path}: cannot write there ({error.strerror or error})") from None
-    finally:
-        plt.close(figure)
-
-
 @run_as_command
 def forecast(cfg: DictConfig) -> None:
     if cfg.model is None:
         raise UserError("model= is required: the path of a forecaster directory (a run's 'model' folder)")
-    bundle = load_bundle(cfg.model, device=pick_device(cfg.device), expected_type=MODEL_TYPE)
-    trained_on = bundle.config.get("data", {})
+    forecaster = Forecaster.load(cfg.model, device=cfg.device)
+    trained_on = forecaster.trained_on
     data = cfg.data or trained_on.get("file")
     if not data:
         raise UserError("data= is required: the model directory does not say which series it was trained on")
     series = read_weekly_csv(data)
-    horizon = positive_int(cfg.horizon if cfg.horizon is not None
-                           else bundle.config.get("evaluation", {}).get("horizon", bundle.model.horizon), "horizon")
+    horizon = positive_int(cfg.horizon if cfg.horizon is not None else forecaster.default_horizon, "horizon")
     origin = origin_index(series, cfg.origin)
-    forecasts = forecast_from(bundle.model, series.values, series.observed, origin, horizon)
+    forecasts = forecaster.forecast_series(series.values, horizon, origin)
     dates = [series.dates[0] + WEEK * (origin + step) for step in range(horizon)]
     with open_output(cfg.output) as out:
         out.write("date,forecast\n")

@@ -15,9 +15,12 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.cli.common import APPS_CONF_DIR, line_editing, on_off, run_prompt_command, run_as_command
+from seq2seq.command import run_as_command
+from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
-from seq2seq.generator import Generator
+from seq2seq.prompt import on_off, run_prompt
+from seq2seq.tasks.language_model.api import Generator
+from seq2seq.text import decode_utf8
 
 HELP = """commands:
   :help                 this text
@@ -86,37 +89,9 @@ def write_samples(generator: Generator, prompt: str, options: dict, out=None) ->
 
 def interactive(generator: Generator, cfg: DictConfig) -> None:
     options = generation_options(cfg)
-    print(f"seq2seq-generate: {cfg.model} ({generator.device}). Type a prompt, or :help.", file=sys.stderr)
-    with line_editing(".seq2seq_generate_history"):
-        while True:
-            try:
-                line = input("> ")
-            except EOFError:
-                print(file=sys.stderr)
-                return
-            except KeyboardInterrupt:
-                print(file=sys.stderr)
-                return
-            if line.startswith(":"):
-                if not run_prompt_command(line, options, SETTINGS, HELP):
-                    return
-                continue
-            try:
-                write_samples(generator, line, options)
-            except KeyboardInterrupt:
-                # Ctrl-C while text streams stops this sample; the prompt stays open.
-                print("\n(stopped)")
-            except UserError as error:
-                print(f"(error: {error})")
-
-
-def read_stdin_prompt() -> str:
-    data = sys.stdin.buffer.read()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise UserError(f"<stdin>:{line}: invalid UTF-8 in the prompt") from None
+    run_prompt(f"seq2seq-generate: {cfg.model} ({generator.device}). Type a prompt, or :help.",
+               ".seq2seq_generate_history", options, SETTINGS, HELP,
+               lambda line: write_samples(generator, line, options), interruptible=True)
 
 
 @run_as_command
@@ -129,7 +104,7 @@ def generate(cfg: DictConfig) -> None:
     if cfg.prompt is None and sys.stdin.isatty():
         interactive(generator, cfg)
         return
-    prompt = read_stdin_prompt() if cfg.prompt is None else str(cfg.prompt)
+    prompt = decode_utf8(sys.stdin.buffer.read(), "<stdin>") if cfg.prompt is None else str(cfg.prompt)
     try:
         write_samples(generator, prompt, options)
     except BrokenPipeError:  # e.g. piped into `head`

@@ -11,10 +11,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.cli.common import CONF_DIR, run_as_command
-from seq2seq.cli.train import build
-from seq2seq.corpus import read_index
+from seq2seq.command import run_as_command
+from seq2seq.config import CONF_DIR, build
 from seq2seq.errors import UserError
+from seq2seq.tasks.translation.corpus import read_index
 
 
 @run_as_command

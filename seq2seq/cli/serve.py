@@ -13,7 +13,8 @@ import socket
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.cli.common import APPS_CONF_DIR, run_as_command
+from seq2seq.command import run_as_command
+from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
 
 SETTINGS = ("batching", "batch_wait_ms", "batch_tokens", "max_texts", "max_text_chars", "max_beam",

@@ -7,23 +7,25 @@
 
 Output: one detokenized translation per input line, in input order. With nbest > 1 each input
 line gives `nbest` rows `line<TAB>rank<TAB>score<TAB>translation` (line and rank from 0, best
-first; score = summed log-probability, length-normalized for beam search).
-"""
+first; score = summed log-probability, length-normalized for beam search)."""
 
 from __future__ import annotations
 
-import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 import hydra
 from omegaconf import DictConfig
 
-from seq2seq.cli.common import (APPS_CONF_DIR, line_editing, on_off, open_output, run_prompt_command,
-                                run_as_command)
+from seq2seq.command import run_as_command
+from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
-from seq2seq.translator import ScoredTranslation, Translator
+from seq2seq.plots import save_attention
+from seq2seq.prompt import on_off, run_prompt
+from seq2seq.tasks.translation.api import ScoredTranslation, Translator
+from seq2seq.text import checked_input_path, chunks, open_input, open_output, read_utf8_lines
 
 HELP = """commands:
   :help                 this text
@@ -36,6 +38,7 @@ HELP = """commands:
   :settings             show the current settings
   :quit                 leave (Ctrl-D and Ctrl-C also do)
 Any other line is translated."""
+
 
 # name -> (option, parser); the prompt's commands change these settings.
 SETTINGS = {
@@ -55,28 +58,8 @@ def decoding_options(cfg: DictConfig) -> dict:
     }
 
 
-def read_utf8_lines(handle: IO[bytes], name: str) -> Iterator[str]:
-    """Lines of a binary stream, decoded; invalid UTF-8 names the line."""
-    for number, raw in enumerate(handle, start=1):
-        try:
-            yield raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as error:
-            raise UserError(f"{name}:{number}: invalid UTF-8 (byte {error.start} of the line)") from None
-
-
 def format_nbest(line_index: int, hyps: list[ScoredTranslation]) -> str:
     return "".join(f"{line_index}\t{rank}\t{h.score:.4f}\t{h.text}\n" for rank, h in enumerate(hyps))
-
-
-def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
-    chunk = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def clip_long_lines(translator: Translator, lines: list[str], first_line: int, limit: int) -> list[str]:
@@ -113,36 +96,14 @@ def translate_stream(translator: Translator, lines: Iterable[str], out: IO[str],
             else:
                 out.write(hyps[0].text + "\n")
             if plot_dir is not None and hyps[0].attention is not None:
-                save_attention(translator, chunk[offset], hyps[0], plot_dir / f"{index:06d}")
+                save_attention(translator.src_tokenizer.encode_pieces(chunk[offset]),
+                               translator.tgt_tokenizer.id_to_piece(hyps[0].tokens), chunk[offset], hyps[0],
+                               plot_dir / f"{index:06d}")
         out.flush()
         done += len(chunk)
         if progress is not None:
             progress.update(len(chunk))
     return done
-
-
-def save_attention(translator: Translator, source: str, hyp: ScoredTranslation, stem: Path) -> None:
-    """A heatmap PNG (target pieces down, source pieces across) and the alignment as JSON."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    src_pieces = translator.src_tokenizer.encode_pieces(source) or ["<empty>"]
-    tgt_pieces = translator.tgt_tokenizer.id_to_piece(hyp.tokens) + ["</s>"]
-    weights = hyp.attention[: len(tgt_pieces), : len(src_pieces)].tolist()
-    stem.with_suffix(".json").write_text(json.dumps(
-        {"source": source, "translation": hyp.text, "source_pieces": src_pieces,
-         "target_pieces": tgt_pieces, "attention": weights}, ensure_ascii=False) + "\n", encoding="utf-8")
-    fig, ax = plt.subplots(figsize=(max(4, 0.4 * len(src_pieces) + 2), max(3, 0.35 * len(tgt_pieces) + 1.5)))
-    ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(src_pieces)), src_pieces, rotation=90)
-    ax.set_yticks(range(len(tgt_pieces)), tgt_pieces)
-    ax.set_xlabel("source")
-    ax.set_ylabel("translation")
-    fig.tight_layout()
-    fig.savefig(stem.with_suffix(".png"), dpi=100)
-    plt.close(fig)
 
 
 def count_lines(path: Path) -> int:
@@ -151,15 +112,7 @@ def count_lines(path: Path) -> int:
 
 
 def translate_file(translator: Translator, cfg: DictConfig) -> None:
-    if cfg.input == "-":
-        source, name, total = sys.stdin.buffer, "<stdin>", None
-    else:
-        path = Path(cfg.input)
-        if not path.exists():
-            raise UserError(f"{path}: file not found")
-        if path.is_dir():
-            raise UserError(f"{path}: is a directory, expected a text file")
-        source, name, total = open(path, "rb"), str(path), count_lines(path)
+    total = None if cfg.input == "-" else count_lines(checked_input_path(cfg.input))
     progress = None
     show = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
     if show and total is not None:
@@ -167,52 +120,36 @@ def translate_file(translator: Translator, cfg: DictConfig) -> None:
 
         progress = tqdm(total=total, unit="line", file=sys.stderr, dynamic_ncols=True)
     try:
-        with open_output(cfg.output) as out:
+        with open_input(cfg.input) as (source, name), open_output(cfg.output) as out:
             translate_stream(translator, read_utf8_lines(source, name), out, cfg, progress)
     finally:
         if progress is not None:
             progress.close()
-        if source is not sys.stdin.buffer:
-            source.close()
 
 
 def interactive(translator: Translator, cfg: DictConfig) -> None:
     """A read-translate-print loop with line editing and history (readline)."""
     options = decoding_options(cfg)
     limit = cfg.max_input_pieces
-    print(f"seq2seq-translate: {cfg.model} ({translator.device}). Type a sentence, or :help.", file=sys.stderr)
-    try:
-        with line_editing(".seq2seq_translate_history"):
-            while True:
-                try:
-                    line = input("> ")
-                except EOFError:
-                    print(file=sys.stderr)
-                    break
-                line = line.strip()
-                if not line:
-                    print("(empty line: type a sentence to translate, or :help)")
-                    continue
-                if line.startswith(":"):
-                    if not run_prompt_command(line, options, SETTINGS, HELP):
-                        break
-                    continue
-                pieces = translator.src_tokenizer.encode_pieces(line)
-                if limit > 0 and len(pieces) > limit:
-                    print(f"(line too long: {len(pieces)} pieces, the limit is {limit}; split it)")
-                    continue
-                try:
-                    hyps = translator.translate([line], return_hypotheses=True, **options)[0]
-                except UserError as error:
-                    print(f"(error: {error})")
-                    continue
-                if options["nbest"] > 1:
-                    for rank, h in enumerate(hyps):
-                        print(f"{rank}\t{h.score:.4f}\t{h.text}")
-                else:
-                    print(hyps[0].text)
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
+
+    def respond(line: str) -> None:
+        line = line.strip()
+        if not line:
+            print("(empty line: type a sentence to translate, or :help)")
+            return
+        pieces = translator.src_tokenizer.encode_pieces(line)
+        if limit > 0 and len(pieces) > limit:
+            print(f"(line too long: {len(pieces)} pieces, the limit is {limit}; split it)")
+            return
+        hyps = translator.translate([line], return_hypotheses=True, **options)[0]
+        if options["nbest"] > 1:
+            for rank, h in enumerate(hyps):
+                print(f"{rank}\t{h.score:.4f}\t{h.text}")
+        else:
+            print(hyps[0].text)
+
+    run_prompt(f"seq2seq-translate: {cfg.model} ({translator.device}). Type a sentence, or :help.",
+               ".seq2seq_translate_history", options, SETTINGS, HELP, respond)
 
 
 @run_as_command

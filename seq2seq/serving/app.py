@@ -242,7 +242,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
         field = field_name(first.get("loc", ("body",)))
         if first.get("type") == "missing" and field == "body":
             return error_response(400, "body", "the body is missing: send a JSON object")
-        if first.get("type") == "model_attributes_type" or (field == "body" and first.get("type", "").endswith("_type")):
+        if field == "body" and first.get("type", "").endswith("_type"):  # a list, a number... not an object
             return error_response(400, "body", "the body must be a JSON object")
         if first.get("type") == "extra_forbidden":
             return error_response(422, field, f"{field}: unknown option (see /docs for the accepted ones)")
@@ -268,8 +268,8 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
         if body.beam > settings.max_beam:
             raise APIError(422, "beam", f"beam={body.beam} is above the server's limit of {settings.max_beam}")
         if body.nbest > (settings.max_beam if body.sampling else body.beam):
-            raise APIError(422, "nbest", f"nbest={body.nbest} must be between 1 and "
-                                         f"{'max_beam=' + str(settings.max_beam) if body.sampling else f'beam={body.beam}'}")
+            bound = f"max_beam={settings.max_beam}" if body.sampling else f"beam={body.beam}"
+            raise APIError(422, "nbest", f"nbest={body.nbest} must be between 1 and {bound}")
         options = options_of(body, {"text"})
         cost = sum(max(len(ids), 1) for ids in served.model.src_tokenizer.encode(list(body.text)))
         future = server.batchers[served.name].submit(tuple(options.items()), body.text, cost,

@@ -11,11 +11,9 @@ from typing import Any
 import seq2seq
 from seq2seq.bundle import read_bundle_config
 from seq2seq.errors import UserError
+from seq2seq.tasks import BY_MODEL_TYPE
 
-# model.json's model_type -> the task the server exposes it under.
-TASKS = {"seq2seq": "translation", "lstm_lm": "language_model", "lstm_classifier": "classification",
-         "forecaster": "forecast"}
-# task -> the name of the top-level seq2seq class that loads it (the forecaster's may be absent).
+# task -> the name of the top-level seq2seq class that loads its model directories.
 LOADERS = {"translation": "Translator", "language_model": "Generator", "classification": "Classifier",
            "forecast": "Forecaster"}
 
@@ -35,13 +33,13 @@ class ServedModel:
         return {"name": self.name, "task": self.task, "path": self.path, **self.info}
 
 
-def model_type_of(directory: Path) -> str:
-    """model.json's model_type, with the same one-line errors as the commands give."""
+def task_of(directory: Path) -> str:
+    """The task of a model directory (from model.json), with the commands' one-line errors."""
     model_type = read_bundle_config(directory).get("model_type")
-    if model_type not in TASKS:
+    if model_type not in BY_MODEL_TYPE or BY_MODEL_TYPE[model_type].name not in LOADERS:
         raise UserError(f"{directory}: model type {model_type!r} cannot be served "
-                        f"(known: {', '.join(TASKS)})")
-    return model_type
+                        f"(known: {', '.join(BY_MODEL_TYPE)})")
+    return BY_MODEL_TYPE[model_type].name
 
 
 def default_name(directory: Path) -> str:
@@ -91,7 +89,7 @@ def load_models(entries: Sequence[tuple[str | None, str]], device: str | None = 
     served: dict[str, ServedModel] = {}
     for name, path in entries:
         directory = Path(path)
-        task = TASKS[model_type_of(directory)]
+        task = task_of(directory)
         loader = getattr(seq2seq, LOADERS[task], None)
         if loader is None:
             raise UserError(f"{directory}: {task} models cannot be served by this version "

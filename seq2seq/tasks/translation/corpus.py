@@ -1,4 +1,5 @@
-"""Parallel corpora larger than memory: encoded once into memory-mapped token arrays.
+"""Parallel corpora as datasets of token ids: in memory (`ParallelDataset`, `encode_parallel`) or,
+for corpora larger than memory, encoded once into memory-mapped token arrays.
 
 Layout of a prepared corpus directory:
   index.json              format, number of pairs, token dtype, where the text came from
@@ -21,17 +22,26 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from seq2seq.data import Batch, cut_batches, make_batch
+from seq2seq.batching import (
+    cut_batches,
+    pad_sequences,
+)
 from seq2seq.errors import UserError
-from seq2seq.tokenizer import Tokenizer
+from seq2seq.text import read_utf8_lines
+from seq2seq.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    Tokenizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +50,13 @@ FORMAT_VERSION = 1
 SIDES = ("src", "tgt")
 
 
-def _decoded_lines(path: Path, handle: BinaryIO) -> Iterator[str]:
-    for number, raw in enumerate(handle, start=1):
-        try:
-            yield raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as error:
-            raise UserError(f"{path}:{number}: invalid UTF-8 (byte {error.start} of the line); "
-                            "convert the file to UTF-8, e.g. with iconv") from None
-
-
 def _chunks(src_path: Path, tgt_path: Path, lines_per_chunk: int) -> Iterator[tuple[list[str], list[str]]]:
     """Aligned chunks of lines from both files; a different line count is an error."""
     for path in (src_path, tgt_path):
         if not path.is_file():
             raise UserError(f"{path}: file not found")
     with open(src_path, "rb") as src_handle, open(tgt_path, "rb") as tgt_handle:
-        src_lines, tgt_lines = _decoded_lines(src_path, src_handle), _decoded_lines(tgt_path, tgt_handle)
+        src_lines, tgt_lines = read_utf8_lines(src_handle, str(src_path)), read_utf8_lines(tgt_handle, str(tgt_path))
         count = 0
         while src := list(itertools.islice(src_lines, lines_per_chunk)):
             tgt = list(itertools.islice(tgt_lines, len(src)))
@@ -266,3 +267,96 @@ class ChunkedTokenBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return math.ceil(self.total_batches / self.num_replicas)
+
+
+@dataclass
+class Batch:
+    """A padded batch of sentence pairs. `indices` are positions in the corpus."""
+
+    src: torch.Tensor  # (B, S) source ids, PAD_ID after each sentence
+    src_lengths: torch.Tensor  # (B,)
+    tgt_in: torch.Tensor  # (B, T) BOS + target ids
+    tgt_out: torch.Tensor  # (B, T) target ids + EOS
+    indices: torch.Tensor  # (B,)
+
+    @property
+    def num_tgt_tokens(self) -> int:
+        return int((self.tgt_out != PAD_ID).sum())
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies, which the DataLoader's pin_memory calls, for faster copies to a GPU."""
+        return Batch(*(getattr(self, f.name).pin_memory() for f in fields(self)))
+
+
+class ParallelDataset(Dataset):
+    """Encoded sentence pairs. Indexing with a list of positions returns a whole `Batch`.
+
+    Indexing by batch (not by sentence) keeps Python work per step at one call; the sampler
+    hands out lists of positions.
+    """
+
+    def __init__(self, src_ids: list[list[int]], tgt_ids: list[list[int]],
+                 keep: Sequence[int] | None = None) -> None:
+        assert len(src_ids) == len(tgt_ids)
+        self.src_ids = src_ids
+        self.tgt_ids = tgt_ids
+        # `keep` maps dataset positions to corpus line numbers (after filtering).
+        self.corpus_index = list(keep) if keep is not None else list(range(len(src_ids)))
+
+    def __len__(self) -> int:
+        return len(self.src_ids)
+
+    @property
+    def src_lengths(self) -> list[int]:
+        return [len(s) for s in self.src_ids]
+
+    @property
+    def tgt_lengths(self) -> list[int]:
+        return [len(t) + 1 for t in self.tgt_ids]  # +1 for BOS/EOS
+
+    def __getitem__(self, positions: Sequence[int]) -> Batch:
+        return make_batch([self.src_ids[i] for i in positions], [self.tgt_ids[i] for i in positions],
+                          [self.corpus_index[i] for i in positions])
+
+
+def make_batch(src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]], indices: Sequence[int]) -> Batch:
+    """Pad encoded pairs into a `Batch`; `indices` are their corpus positions."""
+    return Batch(
+        src=pad_sequences(src),
+        src_lengths=torch.tensor([max(len(s), 1) for s in src], dtype=torch.long),
+        tgt_in=pad_sequences([[BOS_ID, *t] for t in tgt]),
+        tgt_out=pad_sequences([[*t, EOS_ID] for t in tgt]),
+        indices=torch.tensor(indices, dtype=torch.long),
+    )
+
+
+def encode_parallel(
+    src_lines: Sequence[str],
+    tgt_lines: Sequence[str],
+    src_tokenizer: Tokenizer,
+    tgt_tokenizer: Tokenizer,
+    max_len: int | None = None,
+    name: str = "corpus",
+) -> ParallelDataset:
+    """Encode pairs; drop empty pairs and (when `max_len` is set) pairs longer than it.
+
+    The number of pairs dropped for each reason is logged, so a filter never eats data silently.
+    """
+    src_ids = src_tokenizer.encode(src_lines)
+    tgt_ids = tgt_tokenizer.encode(tgt_lines)
+    keep, empty, too_long = [], 0, 0
+    for i, (s, t) in enumerate(zip(src_ids, tgt_ids)):
+        if not s or not t:
+            empty += 1
+        elif max_len is not None and (len(s) > max_len or len(t) > max_len):
+            too_long += 1
+        else:
+            keep.append(i)
+    if not keep:
+        raise UserError(f"{name}: no usable sentence pairs (empty: {empty}, over {max_len} pieces: {too_long})")
+    if empty or too_long:
+        log.info("%s: kept %d of %d pairs (dropped %d empty, %d longer than %s pieces)",
+                 name, len(keep), len(src_ids), empty, too_long, max_len)
+    else:
+        log.info("%s: %d pairs", name, len(keep))
+    return ParallelDataset([src_ids[i] for i in keep], [tgt_ids[i] for i in keep], keep)

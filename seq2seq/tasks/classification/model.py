@@ -2,8 +2,7 @@
 
 Plain nn.Modules, metrics and the text repair that training and inference share (no Lightning,
 no Hydra). `ClassificationSystem` trains an
-`LSTMClassifier`; `Classifier` runs a saved one.
-"""
+`LSTMClassifier`; `Classifier` runs a saved one."""
 
 from __future__ import annotations
 
@@ -14,27 +13,6 @@ from seq2seq.dropout import Dropout
 from seq2seq.encoder import Encoder
 from seq2seq.errors import UserError
 from seq2seq.tokenizer import PAD_ID
-
-
-def _cp1252_repairs() -> dict[int, str]:
-    # Text decoded as ISO-8859-1 where it was Windows-1252 turns the curly quotes and dashes
-    # (bytes 0x80-0x9f) into C1 control characters (U+0080-U+009F), which no real text holds.
-    # Five bytes (0x81, 0x8d, 0x8f, 0x90, 0x9d) are unassigned in cp1252 and stay as they are.
-    repairs = {}
-    for code in range(0x80, 0xA0):
-        try:
-            repairs[code] = bytes([code]).decode("cp1252")
-        except UnicodeDecodeError:
-            continue
-    return repairs
-
-
-CP1252_REPAIRS = _cp1252_repairs()  # e.g. U+0092 -> ’, U+0096 -> –, U+0097 -> —
-
-
-def repair_cp1252(line: str) -> str:
-    """`line` with the cp1252 control characters replaced by the characters they stood for."""
-    return line.translate(CP1252_REPAIRS)
 
 
 class FinalStatePooling(nn.Module):
@@ -122,50 +100,3 @@ class LSTMClassifier(nn.Module):
         pooled, weights = self.pooling(memory, final_h, mask)
         logits = self.output(self.dropout(pooled))  # (B, C)
         return (logits, weights) if return_weights else logits
-
-
-# --------------------------------------------------------------------------- metrics
-def confusion_matrix(gold: list[int], predicted: list[int], num_classes: int) -> list[list[int]]:
-    """matrix[g][p]: how many examples of class g were predicted as p (rows: truth)."""
-    matrix = [[0] * num_classes for _ in range(num_classes)]
-    for g, p in zip(gold, predicted):
-        matrix[g][p] += 1
-    return matrix
-
-
-def classification_scores(gold: list[int], predicted: list[int], labels: list[str]) -> dict:
-    """Accuracy, per-class precision/recall/F1, macro-F1 (the unweighted mean of the per-class F1)
-    and the confusion matrix. A class never predicted and never present scores F1 = 0."""
-    if len(gold) != len(predicted):
-        raise ValueError("gold and predicted differ in length")
-    matrix = confusion_matrix(gold, predicted, len(labels))
-    per_class = {}
-    for c, name in enumerate(labels):
-        true_positive = matrix[c][c]
-        predicted_c = sum(row[c] for row in matrix)
-        actual_c = sum(matrix[c])
-        precision = true_positive / predicted_c if predicted_c else 0.0
-        recall = true_positive / actual_c if actual_c else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual_c}
-    correct = sum(matrix[c][c] for c in range(len(labels)))
-    return {
-        "accuracy": correct / len(gold) if gold else 0.0,
-        "macro_f1": sum(v["f1"] for v in per_class.values()) / len(labels),
-        "per_class": per_class,
-        "confusion_matrix": matrix,
-        "labels": list(labels),
-        "examples": len(gold),
-    }
-
-
-def format_confusion(scores: dict) -> str:
-    """The confusion matrix as a text table: rows are the true labels, columns the predictions."""
-    labels, matrix = scores["labels"], scores["confusion_matrix"]
-    corner = "true \\ predicted"
-    width = max(len(corner), *(len(name) for name in labels))
-    cell = max(8, *(len(name) for name in labels), *(len(str(v)) for row in matrix for v in row))
-    lines = [f"{corner:<{width}}" + "".join(f"  {name:>{cell}}" for name in labels)]
-    for name, row in zip(labels, matrix):
-        lines.append(f"{name:<{width}}" + "".join(f"  {v:>{cell}}" for v in row))
-    return "\n".join(lines)

@@ -2,8 +2,7 @@
 
 Both work on whole batches. Beam search keeps B*K hypotheses in one tensor; a sentence whose
 search is over leaves the batch, so the remaining steps only pay for sentences still being
-searched (long sentences no longer drag a batch of short finished ones along).
-"""
+searched (long sentences no longer drag a batch of short finished ones along)."""
 
 from __future__ import annotations
 
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from seq2seq.errors import UserError
+from seq2seq.sampling import check_sampling, sample_tokens
 from seq2seq.tokenizer import BOS_ID, EOS_ID
 
 
@@ -248,32 +248,6 @@ def sample(
     return grouped
 
 
-def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
-    if not temperature > 0:
-        raise UserError(f"temperature={temperature} must be greater than 0")
-    if top_k < 0:
-        raise UserError(f"top_k={top_k} must be 0 (off) or positive")
-    if not 0.0 < top_p <= 1.0:
-        raise UserError(f"top_p={top_p} must be in (0, 1]")
-
-
-def sample_tokens(log_probs: torch.Tensor, temperature: float, top_k: int, top_p: float,
-                  generator: torch.Generator | None) -> torch.Tensor:
-    """(R, V) log-probabilities -> (R,) sampled token ids."""
-    logits = log_probs / temperature
-    if top_k > 0 and top_k < logits.size(-1):
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # Drop a token when the tokens before it already reach top_p; the first always stays.
-        drop = probs.cumsum(-1) - probs >= top_p
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-
-
 def decode(model, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int = 1, **options
            ) -> list[list[Hypothesis]]:
     """One entry point for every front end.
@@ -295,4 +269,3 @@ def decode(model, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int =
             options.pop(unused, None)
         return greedy_search(model, src, src_lengths, **options)
     return beam_search(model, src, src_lengths, beam_size=beam_size, **options)
-

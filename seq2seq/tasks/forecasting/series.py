@@ -23,9 +23,9 @@ import csv
 import datetime as dt
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -29,13 +29,13 @@ from torch import nn
 from seq2seq.dropout import Dropout
 from seq2seq.errors import UserError
 from seq2seq.explicit_lstm import make_lstm
-from seq2seq.timeseries import causal_fill
+from seq2seq.tasks.forecasting.series import causal_fill
 
-MODEL_TYPE = "forecaster"  # its name in MODEL_TYPES and model directories
+MODEL_TYPE = "forecaster"  # its name in the task table and model directories
 INPUT_FEATURES = 2  # the centred, scaled value and the observed flag (0 where a gap was filled)
 
 
-class Forecaster(nn.Module):
+class LSTMForecaster(nn.Module):
     """Stacked LSTM over a window, then a linear head to `horizon` weekly changes.
 
     Constructor arguments are plain values, so a model directory rebuilds it from JSON.
@@ -79,7 +79,7 @@ class Forecaster(nn.Module):
     def forecast(self, history: np.ndarray, observed: np.ndarray, steps: int) -> np.ndarray:
         """(B, L >= window) filled history and flags -> (B, steps) forecasts, rolled out as needed.
 
-        The signature of a `seq2seq.timeseries.Method`: the model is scored by the same code as
+        The signature of a `seq2seq.tasks.forecasting.series.Method`: the model is scored by the same code as
         the baselines. Runs in eval mode whatever the mode the model is in.
         """
         if history.shape[1] < self.window:
@@ -105,7 +105,7 @@ class Forecaster(nn.Module):
         return torch.cat(chunks, dim=1)[:, :steps]
 
 
-def forecast_from(model: Forecaster, values: np.ndarray, observed: np.ndarray, origin: int, steps: int
+def forecast_from(model: LSTMForecaster, values: np.ndarray, observed: np.ndarray, origin: int, steps: int
                   ) -> np.ndarray:
     """(steps,) forecasts of weeks origin .. origin+steps-1 from the (N,) series before `origin`."""
     if origin < model.window:

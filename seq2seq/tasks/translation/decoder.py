@@ -35,7 +35,7 @@ class EncoderMemory:
     keys: torch.Tensor | None  # (B, S, *) precomputed attention keys
     mask: torch.Tensor  # (B, S) True at real source positions
 
-    def index_select(self, index: torch.Tensor) -> "EncoderMemory":
+    def index_select(self, index: torch.Tensor) -> EncoderMemory:
         return EncoderMemory(
             self.memory.index_select(0, index),
             None if self.keys is None else self.keys.index_select(0, index),
@@ -49,7 +49,7 @@ class DecoderState:
     c: torch.Tensor  # (L, B, H)
     feed: torch.Tensor | None  # (B, O) previous attentional output, with input feeding
 
-    def index_select(self, index: torch.Tensor) -> "DecoderState":
+    def index_select(self, index: torch.Tensor) -> DecoderState:
         return DecoderState(
             self.h.index_select(1, index),
             self.c.index_select(1, index),

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 
+from seq2seq.batching import length_sorted_batches, pad_sequences
 from seq2seq.bundle import Bundle, load_bundle
-from seq2seq.data import pad_sequences
 from seq2seq.errors import UserError
-from seq2seq.search import Hypothesis, check_sampling, decode
+from seq2seq.runtime import pick_device
+from seq2seq.sampling import check_sampling
+from seq2seq.tasks.translation.search import Hypothesis, decode
 
 
 @dataclass
@@ -20,30 +22,6 @@ class ScoredTranslation:
     score: float
     tokens: list[int]
     attention: torch.Tensor | None = None  # (target pieces + EOS, source pieces)
-
-
-def pick_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
-    """Positions grouped longest first into batches of at most `batch_tokens` padded tokens."""
-    if batch_tokens <= 0:
-        raise UserError(f"batch_tokens={batch_tokens} must be positive")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches, current, width = [], [], 0
-    for i in order:
-        w = max(width, lengths[i], 1)
-        if current and w * (len(current) + 1) > batch_tokens:
-            batches.append(current)
-            current, w = [], max(lengths[i], 1)
-        current.append(i)
-        width = w
-    if current:
-        batches.append(current)
-    return batches
 
 
 class Translator:
@@ -67,7 +45,7 @@ class Translator:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-             precision: str = "fp32") -> "Translator":
+             precision: str = "fp32") -> Translator:
         device = pick_device(device)
         return cls(load_bundle(path, device, expected_type="seq2seq"), device, precision)
 

@@ -6,12 +6,9 @@ import torch
 from torch import nn
 
 from seq2seq.attention import ATTENTION_TYPES, make_attention
-from seq2seq.classification import LSTMClassifier
-from seq2seq.decoder import Decoder, DecoderState, EncoderMemory
 from seq2seq.encoder import Encoder
 from seq2seq.errors import UserError
-from seq2seq.forecasting import Forecaster
-from seq2seq.language_model import LanguageModel
+from seq2seq.tasks.translation.decoder import Decoder, DecoderState, EncoderMemory
 from seq2seq.tokenizer import PAD_ID
 
 
@@ -116,7 +113,3 @@ class Seq2Seq(nn.Module):
         output, state, weights = self.decoder.step(prev_tokens, state, enc)
         log_probs = torch.log_softmax(self.project(output).float(), dim=-1)
         return log_probs, state, weights
-
-
-MODEL_TYPES = {"seq2seq": Seq2Seq, "lstm_lm": LanguageModel, "lstm_classifier": LSTMClassifier,
-               "forecaster": Forecaster}

@@ -8,8 +8,8 @@ time); scoring and generation use the same `forward` with an explicit state.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +19,8 @@ from seq2seq.dropout import Dropout
 from seq2seq.errors import UserError
 from seq2seq.explicit_lstm import make_lstm
 from seq2seq.rnn import LSTMState, lstm_step
-from seq2seq.search import check_sampling, sample_tokens
+from seq2seq.sampling import check_sampling, sample_tokens
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-
 
 
 class LanguageModel(nn.Module):
@@ -106,7 +105,7 @@ class ScoringStreams:
     def scored_tokens(self) -> int:
         return int((self.targets != PAD_ID).sum())
 
-    def rows(self, index: slice | list[int]) -> "ScoringStreams":
+    def rows(self, index: slice | list[int]) -> ScoringStreams:
         return ScoringStreams(self.inputs[index], self.targets[index], self.warmup[index], self.has_warmup[index])
 
 

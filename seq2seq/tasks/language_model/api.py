@@ -7,17 +7,23 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from seq2seq.bundle import Bundle, load_bundle
 from seq2seq.errors import UserError
-from seq2seq.language_model import generate_ids, loss_report, score_streams, scoring_streams
+from seq2seq.runtime import pick_device
+from seq2seq.tasks import task_named
+from seq2seq.tasks.language_model.model import (
+    generate_ids,
+    loss_report,
+    score_streams,
+    scoring_streams,
+)
 from seq2seq.tokenizer import UNK_ID, Tokenizer
-from seq2seq.translator import pick_device
 
-MODEL_TYPE = "lstm_lm"
+MODEL_TYPE = task_named("language_model").model_type
 UNKNOWN_TEXT = "\ufffd"  # shown for the unknown id, which generation never draws anyway
 
 
@@ -83,7 +89,7 @@ class Generator:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-             precision: str = "fp32") -> "Generator":
+             precision: str = "fp32") -> Generator:
         device = pick_device(device)
         return cls(load_bundle(path, device, expected_type=MODEL_TYPE), device, precision)
 

@@ -8,18 +8,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
+from seq2seq.batching import length_sorted_batches, pad_sequences
 from seq2seq.bundle import Bundle, load_bundle
-from seq2seq.classification import classification_scores, repair_cp1252
-from seq2seq.data import pad_sequences
 from seq2seq.errors import UserError
-from seq2seq.translator import length_sorted_batches, pick_device
+from seq2seq.metrics import classification_scores
+from seq2seq.runtime import pick_device
+from seq2seq.tasks import task_named
+from seq2seq.text import repair_cp1252
 
-MODEL_TYPE = "lstm_classifier"
+MODEL_TYPE = task_named("classification").model_type
 
 
 @dataclass
@@ -46,7 +48,7 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-             precision: str = "fp32") -> "Classifier":
+             precision: str = "fp32") -> Classifier:
         device = pick_device(device)
         return cls(load_bundle(path, device, expected_type=MODEL_TYPE), device, precision)
 
@@ -94,3 +96,8 @@ class Classifier:
         for probs, truth in zip(self.probabilities(texts, batch_tokens), gold):
             predicted.append(int(probs.argmax()) if probs is not None else (truth + 1) % len(self.labels))
         return classification_scores(list(gold), predicted, self.labels)
+
+
+def format_row(prediction: Prediction | None) -> str:
+    """`label<TAB>probability`, or an empty row for an empty input line."""
+    return "" if prediction is None else f"{prediction.label}\t{prediction.probability:.4f}"

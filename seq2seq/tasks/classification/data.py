@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from seq2seq.classification import repair_cp1252
-from seq2seq.data import TokenBatchSampler, pad_sequences, read_lines
-from seq2seq.datamodule import ResumableLoader, keep_with_run, rank_info
+from seq2seq.batching import ResumableLoader, TokenBatchSampler, pad_sequences, rank_info
 from seq2seq.datasets import ensure_files
 from seq2seq.errors import UserError
-from seq2seq.tokenizer import SentencePieceSettings, Tokenizer, train_or_load
+from seq2seq.text import read_lines, repair_cp1252
+from seq2seq.tokenizer import SentencePieceSettings, Tokenizer, keep_with_run, train_or_load
 
 log = logging.getLogger(__name__)
 
