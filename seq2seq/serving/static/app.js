@@ -170,8 +170,15 @@ async function classify() {
 
 async function forecast() {
   showError("");
-  const values = $("values").value.split(/[\s,;]+/).filter((v, i, all) => v !== "" || (i > 0 && i < all.length - 1))
-    .map((v) => (v === "" ? null : Number(v)));
+  // Commas separate weeks when there are any (an empty field is a missing week); else whitespace does.
+  const text = $("values").value.trim();
+  const fields = text.includes(",") ? text.split(",") : text.split(/\s+/);
+  const values = fields.map((v) => v.trim()).map((v) => (v === "" ? null : Number(v)));
+  const bad = fields.find((v, i) => values[i] !== null && !Number.isFinite(values[i]));
+  if (bad !== undefined) {
+    showError(`values: "${bad.trim()}" is not a number`);
+    return;
+  }
   try {
     const data = await postJSON("/forecast", {
       model: current().name, values, horizon: Number($("horizon").value),
