@@ -73,16 +73,21 @@ def open_page(driver, url: str, model: str) -> None:
     Select(driver.find_element(By.ID, "model")).select_by_value(model)
 
 
+def fill(driver, element_id: str, text: str) -> None:
+    """Type into a field as a person would, after emptying it."""
+    field = driver.find_element(By.ID, element_id)
+    field.clear()
+    field.send_keys(text)
+
+
 def test_page_translates_a_sentence_and_draws_the_attention_heatmap(page_server, browser):
     url, models = page_server
     open_page(browser, url, "translator")
     assert browser.find_element(By.ID, "translation").is_displayed()
     assert not browser.find_element(By.ID, "language_model").is_displayed()
     assert "src → tgt" in browser.find_element(By.ID, "model-info").text
-    browser.find_element(By.ID, "source").send_keys("red dog runs")
-    beam = browser.find_element(By.ID, "beam")
-    beam.clear()
-    beam.send_keys("3")
+    fill(browser, "source", "red dog runs")
+    fill(browser, "beam", "3")
     browser.find_element(By.ID, "translate").click()
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#heatmap tbody tr"))
     expected = models["translator"].model.translate(["red dog runs"], beam=3, return_hypotheses=True)[0][0]
@@ -102,10 +107,8 @@ def test_page_translates_a_sentence_and_draws_the_attention_heatmap(page_server,
 def test_generated_text_streams_into_the_page(page_server, browser):
     url, _ = page_server
     open_page(browser, url, "lm")
-    browser.find_element(By.ID, "prompt").send_keys("line 1")
-    chars = browser.find_element(By.ID, "max-chars")
-    chars.clear()
-    chars.send_keys("300")
+    fill(browser, "prompt", "line 1")
+    fill(browser, "max-chars", "300")
     browser.find_element(By.ID, "generate").click()
     lengths = []
     deadline = time.monotonic() + 30
@@ -127,7 +130,7 @@ def test_generated_text_streams_into_the_page(page_server, browser):
 def test_page_shows_a_label_with_probabilities_and_errors(page_server, browser):
     url, models = page_server
     open_page(browser, url, "classifier")
-    browser.find_element(By.ID, "classify-text").send_keys("red dog runs")
+    fill(browser, "classify-text", "red dog runs")
     browser.find_element(By.ID, "classify").click()
     WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "label").text)
     expected = models["classifier"].model.classify(["red dog runs"])[0]
@@ -135,10 +138,8 @@ def test_page_shows_a_label_with_probabilities_and_errors(page_server, browser):
     assert len(browser.find_elements(By.CSS_SELECTOR, "#probabilities .bar")) == 2
     # a bad request shows the server's message, naming the field
     open_page(browser, url, "translator")
-    beam = browser.find_element(By.ID, "beam")
-    beam.clear()
-    beam.send_keys("99")
-    browser.find_element(By.ID, "source").send_keys("red")
+    fill(browser, "beam", "99")
+    fill(browser, "source", "red")
     browser.find_element(By.ID, "translate").click()
     WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "error").text)
     assert browser.find_element(By.ID, "error").text.startswith("beam: ")
@@ -147,10 +148,8 @@ def test_page_shows_a_label_with_probabilities_and_errors(page_server, browser):
 def test_page_forecasts_a_series(page_server, browser):
     url, models = page_server
     open_page(browser, url, "forecaster")
-    browser.find_element(By.ID, "values").send_keys("1, 2, , 4, 5, 6, 7, 8, 9, 10")
-    horizon = browser.find_element(By.ID, "horizon")
-    horizon.clear()
-    horizon.send_keys("3")
+    fill(browser, "values", "1, 2, , 4, 5, 6, 7, 8, 9, 10")
+    fill(browser, "horizon", "3")
     browser.find_element(By.ID, "run-forecast").click()
     WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "forecast-output").text)
     expected = models["forecaster"].model.forecast([1, 2, None, 4, 5, 6, 7, 8, 9, 10], 3)
