@@ -488,3 +488,24 @@ def test_the_command_serves_models_on_a_port_and_stops_on_ctrl_c(model_dirs, tmp
         output, _ = process.communicate(timeout=30)
     assert "serving translator (translation)" in output and "serving classifier (classification)" in output
     assert process.returncode == 0
+
+
+@pytest.mark.slow
+def test_load_benchmark_runs_both_modes_and_writes_its_figures(model_dirs, tmp_path):
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    out = tmp_path / "load.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
+    result = subprocess.run([sys.executable, str(script), "--model", str(model_dirs["translator"]),
+                             "--sentences", str(sentences), "--requests", "40", "--clients", "4",
+                             "--time-limit", "120", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [r["batching"] for r in report["results"]] == [True, False]
+    for mode in report["results"]:
+        assert mode["ok"] == 40 and mode["errors"] == 0 and mode["complete"]
+        assert mode["req_per_s"] > 0 and mode["p50_ms"] <= mode["p95_ms"] <= mode["p99_ms"]
+        assert mode["server_peak_rss_mib"] > 50
+    assert report["speedup"] > 0 and report["cpu"]
+    assert "batching gives" in result.stdout
