@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 
-.PHONY: install test test-all demo bleu-gate bench clean
+.PHONY: install test test-browser test-all demo bleu-gate bench clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 test: install
 	$(BIN)/ruff check seq2seq tests benchmarks
 	$(BIN)/python -m pytest -q --durations=15
+
+# The web page of seq2seq-serve in headless Chromium (needs: apt-get install chromium chromium-driver).
+test-browser: install
+	$(BIN)/python -m pytest -q -m browser
 
 test-all: install
 	$(BIN)/python -m pytest -q -m ""

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""TextDataModule: one text file, split into training text and held-out text, encoded into
+parallel streams read in BPTT windows."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Corpora on disk -> validated lines -> encoded pairs -> length-bucketed token batches.
-
-Everything here is independent of Lightning: the DataModule in `datamodule.py` wires it up."""
+"""TranslationDataModule: parallel files on disk -> validated lines -> tokenizers trained (or
+reused from the cache) -> encoded pairs (in memory or memory-mapped) -> token-budget batches,
+sharded by rank."""
 
 from __future__ import annotations
 

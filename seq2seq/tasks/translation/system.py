@@ -1,4 +1,8 @@
-"""TODO docstring."""
+"""TranslationSystem: the LightningModule that trains a `Seq2Seq`.
+
+Label-smoothed cross-entropy over the real target tokens; validation scores loss, BLEU and chrF
+over the whole validation set (each sentence once, whatever the number of ranks), and BLEU picks
+the checkpoint. Below it, what the training run calls for this task."""
 
 from __future__ import annotations
 
