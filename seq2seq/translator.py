@@ -11,6 +11,7 @@ import torch
 from seq2seq.bundle import Bundle, load_bundle
 from seq2seq.data import pad_sequences
 from seq2seq.errors import UserError
+from seq2seq.quantization import quantize_for_decoding
 from seq2seq.search import Hypothesis, check_sampling, decode
 
 
@@ -54,13 +55,17 @@ class Translator:
     """
 
     def __init__(self, bundle: Bundle, device: torch.device, precision: str = "fp32") -> None:
-        if precision not in ("fp32", "bf16"):
-            raise UserError(f"precision={precision!r} is not one of fp32, bf16")
+        if precision not in ("fp32", "bf16", "int8"):
+            raise UserError(f"precision={precision!r} is not one of fp32, bf16, int8")
         # bf16 runs the matrix products in bfloat16 (about twice the fp32 rate on CPUs with
         # AVX-512 BF16 or AMX, and on recent GPUs); weights stay fp32.
         self.precision = precision
         self.bundle = bundle
         self.model = bundle.model
+        if precision == "int8":  # issue 15: decode with an int8 copy; bundle.model stays fp32
+            if device.type != "cpu":
+                raise UserError(f"precision=int8 runs on the CPU only (device={device.type}); use bf16 or fp32 there")
+            self.model = quantize_for_decoding(bundle.model)
         self.device = device
         self.src_tokenizer = bundle.tokenizers["src"]
         self.tgt_tokenizer = bundle.tokenizers["tgt"]
