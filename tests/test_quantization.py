@@ -25,10 +25,11 @@ def directory_hashes(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def test_int8_step_is_close_to_the_fp32_step_and_is_what_lstm_step_runs():
+@pytest.mark.parametrize("fuse_gates", [False, True])
+def test_int8_step_is_close_to_the_fp32_step_and_is_what_lstm_step_runs(fuse_gates):
     torch.manual_seed(0)
     rnn = nn.LSTM(16, 32, num_layers=2, batch_first=True).eval()
-    quantized = Int8StepLSTM(rnn)
+    quantized = Int8StepLSTM(rnn, fuse_gates)
     x = torch.randn(5, 16)
     state = (torch.randn(2, 5, 32).tanh(), torch.randn(2, 5, 32))
     with torch.no_grad():
@@ -55,11 +56,14 @@ def test_quantized_copy_leaves_the_model_alone_and_decodes():
     assert isinstance(model.decoder.rnn, nn.LSTM) and isinstance(quantized.decoder.rnn, Int8StepLSTM)
     assert model.generator.weight is model.decoder.embedding.weight  # still tied in the fp32 model
     assert type(quantized.generator).__module__ == "torch.ao.nn.quantized.dynamic.modules.linear"
-    assert "quantized" in type(quantized.encoder.rnn).__module__
+    assert isinstance(quantized.encoder.rnn, nn.LSTM)  # fp32 by default: the int8 LSTM is slower
+    everything = quantize_for_decoding(model, quantize_encoder=True, fuse_gates=True)
+    assert type(everything.encoder.rnn).__module__ == "torch.ao.nn.quantized.dynamic.modules.rnn"
     src, lengths = random_batch([5, 3, 1])
-    for beam in (1, 3):
-        results = decode(quantized, src, lengths, beam_size=beam, max_len_offset=4)
-        assert len(results) == 3 and all(len(hyps) == 1 for hyps in results)
+    for candidate in (quantized, everything):
+        for beam in (1, 3):
+            results = decode(candidate, src, lengths, beam_size=beam, max_len_offset=4)
+            assert len(results) == 3 and all(len(hyps) == 1 for hyps in results)
 
 
 @pytest.mark.parametrize("attention", ["none", "bahdanau", "luong_dot"])
