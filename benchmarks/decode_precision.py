@@ -18,9 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from reporting import RESULTS, report
+
 from seq2seq.data import read_lines
 from seq2seq.metrics import score_corpus
 from seq2seq.precision import machine_summary
