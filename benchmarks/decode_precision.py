@@ -1,6 +1,6 @@
 """Decoding speed and BLEU by precision: fp32, int8 (dynamic quantization) and bf16 where native.
 
-    python benchmarks/decode_precision.py model=PATH/model [repeats=3] [limit=N] [bf16=auto|1|0]
+    python benchmarks/decode_precision.py model=PATH/model [repeats=3] [limit=N] [bf16=auto|1|0] [threads=N]
 
 Greedy and beam 5 over Multi30k test_2016_flickr (the model's data_dir, or data_dir=...), every
 precision timed in this one process, interleaved (fp32, int8, [bf16], fp32, int8, ...) so that
@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from reporting import RESULTS, report
 
 from seq2seq.data import read_lines
@@ -32,6 +33,8 @@ def main() -> None:
     args = dict(a.split("=", 1) for a in sys.argv[1:])
     model_dir = Path(args["model"])
     repeats = int(args.get("repeats", 3))
+    if "threads" in args:
+        torch.set_num_threads(int(args["threads"]))
     machine = machine_summary()
     with_bf16 = {"1": True, "0": False}.get(args.get("bf16", "auto"), machine["cpu_native_bf16"])
 

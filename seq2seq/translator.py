@@ -58,7 +58,8 @@ class Translator:
         if precision not in ("fp32", "bf16", "int8"):
             raise UserError(f"precision={precision!r} is not one of fp32, bf16, int8")
         # bf16 runs the matrix products in bfloat16 (about twice the fp32 rate on CPUs with
-        # AVX-512 BF16 or AMX, and on recent GPUs); weights stay fp32.
+        # AVX-512 BF16 or AMX, and on recent GPUs); weights stay fp32. int8 (CPU only) decodes
+        # with a dynamically quantized copy of the model (seq2seq.quantization).
         self.precision = precision
         self.bundle = bundle
         self.model = bundle.model
