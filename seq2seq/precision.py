@@ -38,6 +38,8 @@ from seq2seq.errors import UserError
 FORCE_ENV = "SEQ2SEQ_NATIVE_BF16"
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 flags in /proc/cpuinfo
 ARM_BF16_FEATURE = "bf16"  # aarch64 `Features` entry
+CPU_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+ARM_INT8_FEATURE = "i8mm"
 
 # Lightning's precision values (lightning.fabric.connector._PRECISION_INPUT_STR) and the short
 # forms it converts ("32" -> "32-true", "bf16" -> "bf16-mixed", ...).
@@ -63,18 +65,28 @@ def cpu_model(cpuinfo: str | None = None) -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
-    """The native-bf16 feature flags this CPU reports (empty: none, or nothing readable)."""
+def _cpu_flags(wanted: tuple[str, ...], arm_feature: str, cpuinfo: str | None) -> list[str]:
     text = _cpu_info() if cpuinfo is None else cpuinfo
     found: set[str] = set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
         if key == "flags":
-            found.update(flag for flag in value.split() if flag in CPU_BF16_FLAGS)
-        elif key == "Features" and ARM_BF16_FEATURE in value.split():
-            found.add(ARM_BF16_FEATURE)
+            found.update(flag for flag in value.split() if flag in wanted)
+        elif key == "Features" and arm_feature in value.split():
+            found.add(arm_feature)
     return sorted(found)
+
+
+def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
+    """The native-bf16 feature flags this CPU reports (empty: none, or nothing readable)."""
+    return _cpu_flags(CPU_BF16_FLAGS, ARM_BF16_FEATURE, cpuinfo)
+
+
+def cpu_int8_flags(cpuinfo: str | None = None) -> list[str]:
+    """Flags of int8 dot-product instructions (VNNI, AMX-INT8; Arm i8mm), which make int8
+    products several times the fp32 rate; without them (e.g. Skylake-SP) int8 gains little."""
+    return _cpu_flags(CPU_INT8_FLAGS, ARM_INT8_FEATURE, cpuinfo)
 
 
 def _forced() -> bool | None:
@@ -118,6 +130,7 @@ def machine_summary() -> dict:
     """What benchmarks record so that figures of different machines are never compared blind."""
     bf16, reason = native_bf16_cpu()
     return {"cpu_model": cpu_model(), "cpu_native_bf16": bf16, "cpu_bf16_reason": reason,
+            "cpu_int8_dot_product": cpu_int8_flags() or "none",
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 

@@ -9,6 +9,7 @@ from seq2seq.errors import UserError
 from seq2seq.precision import (
     FORCE_ENV,
     cpu_bf16_flags,
+    cpu_int8_flags,
     cpu_model,
     machine_summary,
     resolve_decoding_precision,
@@ -32,6 +33,8 @@ def test_flags_name_native_bf16_and_nothing_else():
     assert cpu_bf16_flags(SAPPHIRE_RAPIDS) == ["amx_bf16", "avx512_bf16"]
     assert cpu_bf16_flags(GRAVITON3) == ["bf16"]
     assert cpu_bf16_flags("") == []
+    assert cpu_int8_flags(SKYLAKE) == [] and cpu_int8_flags(SAPPHIRE_RAPIDS) == ["amx_int8"]
+    assert cpu_int8_flags(GRAVITON3) == ["i8mm"]
     assert cpu_model(SKYLAKE) == "Intel(R) Xeon(R) Processor @ 2.00GHz"
 
 
