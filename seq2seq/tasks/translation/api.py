@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -11,10 +12,14 @@ import torch
 from seq2seq.batching import length_sorted_batches, pad_sequences
 from seq2seq.bundle import Bundle, load_bundle
 from seq2seq.errors import UserError
+from seq2seq.precision import resolve_decoding_precision
+from seq2seq.quantization import quantize_for_decoding
 from seq2seq.runtime import pick_device
 from seq2seq.sampling import check_sampling
 from seq2seq.tasks.translation.ensemble import Ensemble
 from seq2seq.tasks.translation.search import Hypothesis, decode, forced_scores
+
+log = logging.getLogger(__name__)
 
 
 def check_ensemble(bundles: Sequence[Bundle]) -> None:
@@ -45,24 +50,28 @@ class Translator:
     >>> Translator.load(["run1/model", "run2/model"])       # doctest: +SKIP  (an ensemble)
     """
 
-    def __init__(self, bundle: Bundle | Sequence[Bundle], device: torch.device, precision: str = "fp32") -> None:
-        if precision not in ("fp32", "bf16"):
-            raise UserError(f"precision={precision!r} is not one of fp32, bf16")
+    def __init__(self, bundle: Bundle | Sequence[Bundle], device: torch.device, precision: str = "auto") -> None:
+        precision, reason = resolve_decoding_precision(precision, device)
+        log.info(reason)
         # bf16 runs the matrix products in bfloat16 (about twice the fp32 rate on CPUs with
-        # AVX-512 BF16 or AMX, and on recent GPUs); weights stay fp32.
+        # AVX-512 BF16 or AMX, and on recent GPUs); weights stay fp32. int8 (CPU only) decodes
+        # with a dynamically quantized copy of the model (seq2seq.quantization).
         self.precision = precision
         self.bundles = [bundle] if isinstance(bundle, Bundle) else list(bundle)
         check_ensemble(self.bundles)
         self.bundle = bundle = self.bundles[0]
+        models = [b.model for b in self.bundles]
+        if precision == "int8":  # decode with int8 copies; the bundles' models stay fp32
+            models = [quantize_for_decoding(model) for model in models]
         # One model decodes as itself; several as an ensemble (mean log-probabilities each step).
-        self.model = bundle.model if len(self.bundles) == 1 else Ensemble([b.model for b in self.bundles])
+        self.model = models[0] if len(models) == 1 else Ensemble(models)
         self.device = device
         self.src_tokenizer = bundle.tokenizers["src"]
         self.tgt_tokenizer = bundle.tokenizers["tgt"]
 
     @classmethod
     def load(cls, path: str | os.PathLike | Sequence[str | os.PathLike], device: str | torch.device | None = None,
-             precision: str = "fp32") -> Translator:
+             precision: str = "auto") -> Translator:
         """One model directory, or a list of them: an ensemble."""
         device = pick_device(device)
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
