@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 from reporting import RESULTS, report
-from seq2seq.text import read_lines
 
 from seq2seq.metrics import score_corpus
 from seq2seq.precision import machine_summary
 from seq2seq.tasks.translation.api import Translator
+from seq2seq.text import read_lines
 
 MODES = (("greedy", 1), ("beam5", 5))
 

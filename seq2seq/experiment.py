@@ -27,6 +27,7 @@ from seq2seq.checkpointing import (
 )
 from seq2seq.config import build
 from seq2seq.errors import UserError
+from seq2seq.precision import resolve_training_precision
 from seq2seq.tasks import Task, task_named
 from seq2seq.training import Optimization, PlateauSchedule
 
@@ -48,14 +49,16 @@ def check_trainer_settings(trainer: DictConfig) -> None:
 
 
 def precision_settings(cfg: DictConfig) -> dict:
-    """Trainer arguments for `trainer.precision`.
+    """Trainer arguments for `trainer.precision`: `auto` resolved for this machine (seq2seq.precision:
+    bf16-mixed only where bf16 is native), the choice logged once.
 
     Lightning turns fp16 on a CPU into bf16 without loss scaling; here `16-mixed` means fp16
     with a loss scaler on every device, so the scaled path can be run and tested without a GPU.
     """
-    precision = str(cfg.trainer.get("precision"))
-    if precision not in ("16-mixed", "16") or cfg.trainer.get("accelerator") != "cpu":
-        return {}
+    precision, reason = resolve_training_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
+    log.info(reason)
+    if precision != "16-mixed" or cfg.trainer.get("accelerator") != "cpu":
+        return {"precision": precision}
     if cfg.model.get("cell", "fused") != "explicit":
         raise UserError("trainer.precision=16-mixed on CPU needs model.cell=explicit: oneDNN has no float16 LSTM "
                         "(bf16-mixed is the fast choice on CPU)")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from seq2seq import precision
+from seq2seq.config import CONF_DIR
 from seq2seq.errors import UserError
 from seq2seq.precision import (
     FORCE_ENV,
@@ -100,3 +103,19 @@ def test_bad_force_value_is_an_error(monkeypatch):
     monkeypatch.setenv(FORCE_ENV, "maybe")
     with pytest.raises(UserError, match=f"{FORCE_ENV}='maybe' must be 1"):
         resolve_training_precision("auto", "cpu")
+
+
+@pytest.mark.parametrize("forced, expected", [("0", "32-true"), ("1", "bf16-mixed")])
+def test_training_run_resolves_auto_before_lightning_sees_it(monkeypatch, forced, expected):
+    """The shipped CPU trainer config says auto; the trainer gets the machine's choice."""
+    from omegaconf import OmegaConf
+
+    from seq2seq.experiment import precision_settings
+
+    monkeypatch.setenv(FORCE_ENV, forced)
+    cfg = OmegaConf.load(Path(CONF_DIR) / "trainer" / "cpu.yaml")
+    assert cfg.precision == "auto"
+    settings = precision_settings(OmegaConf.create({"trainer": cfg, "model": {}}))
+    assert settings == {"precision": expected}
+    explicit = OmegaConf.create({"trainer": {"accelerator": "cpu", "precision": "bf16-mixed"}, "model": {}})
+    assert precision_settings(explicit) == {"precision": "bf16-mixed"}

@@ -84,7 +84,7 @@ def parse_model_argument(value: Any) -> list[tuple[str | None, str]]:
 
 
 def load_models(entries: Sequence[tuple[str | None, str]], device: str | None = None,
-                precision: str = "fp32") -> dict[str, ServedModel]:
+                precision: str = "auto") -> dict[str, ServedModel]:
     """Load every model directory; names are unique (a repeated name gets -2, -3, ...)."""
     served: dict[str, ServedModel] = {}
     for name, path in entries:
@@ -94,13 +94,16 @@ def load_models(entries: Sequence[tuple[str | None, str]], device: str | None = 
         if loader is None:
             raise UserError(f"{directory}: {task} models cannot be served by this version "
                             f"(seq2seq.{LOADERS[task]} is missing)")
-        model = loader.load(directory, device=device, precision=precision) if task != "forecast" \
-            else loader.load(directory, device=device)
+        if task == "forecast":
+            model = loader.load(directory, device=device)
+        else:  # int8 exists for translators only: the other models take the machine's best float
+            model = loader.load(directory, device=device,
+                                precision="auto" if precision == "int8" and task != "translation" else precision)
         base = name or default_name(directory)
         unique, count = base, 1
         while unique in served:
             count += 1
             unique = f"{base}-{count}"
         served[unique] = ServedModel(unique, task, model, str(directory),
-                                     describe_loaded(task, model, precision if task != "forecast" else "fp32"))
+                                     describe_loaded(task, model, getattr(model, "precision", "fp32")))
     return served
