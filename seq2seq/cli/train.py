@@ -17,7 +17,7 @@ from seq2seq.config import CONF_DIR
 from seq2seq.experiment import train
 
 
-@run_as_command
+@run_as_command(memory="training")
 def train_command(cfg: DictConfig) -> float | None:
     _, best = train(cfg, Path(HydraConfig.get().runtime.output_dir))
     return best
