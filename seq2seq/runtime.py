@@ -9,23 +9,25 @@ sizes over and over (a (tokens, vocabulary) logit matrix is 25 MB at 768 tokens 
 beam-5 decoding on 2 CPU cores (measured: 17,400 page faults per step, 3,000 -> 3,300 target
 tokens/s; beam 5 over 1,000 sentences 5.4 s -> 4.5 s).
 
-`reuse_freed_memory()` keeps those pages: blocks up to `HEAP_BLOCKS_UP_TO` (32 MiB, the largest
-fixed mmap threshold glibc accepts) come from the heap, and the heap's free memory is never
-trimmed on free. The price is that the heap keeps whatever it once held: a training run
-allocates tensors of a new shape for every batch, freed blocks sit between live ones, and the
-heap grew without bound (Multi30k recipe: 4.4 GB peak RSS in a 12-minute run when every block,
-however large, came from the heap). Three things bound it:
-- blocks above 32 MiB (validation's vocabulary-wide products over 8,192-token batches, 260 MB
-  each) are mmapped and returned when freed: rare, so their page faults cost nothing measurable;
-- training calls `release_freed_memory()` (glibc's malloc_trim) after every validation and
-  every few hundred steps (`seq2seq.training.ReleaseFreedMemory`): the free pages go back to
-  the kernel, and the next steps fault in only those they use again;
-- nothing else: per-thread arenas and oneDNN's primitive cache were measured and are small
-  (README, Benchmarks).
+`reuse_freed_memory()` keeps those pages: the heap serves the blocks and never trims its free
+memory on free. The price is that the heap keeps every page it once touched. Training allocates
+tensors of new shapes for every batch, freed blocks sit between live ones, and the heap grows:
+with every block on the heap, the Multi30k recipe (fp32, 2 cores) held 1,080 MB of heap after 20
+steps and one validation, of which 320 MB in use, and its RSS rose with every validation (1,396
+-> 1,517 MB from the first to the second; 4.4 GB in a 12-minute run on a faster machine).
+Training therefore (`use="training"`):
+- serves blocks up to `HEAP_BLOCKS_UP_TO` (32 MiB, the largest fixed mmap threshold glibc
+  accepts; a training step's largest block, the 768 x 8k logits, is 25 MB) from the heap and
+  mmaps larger ones, which are returned when freed;
+- calls `release_freed_memory()` (glibc's malloc_trim) after every validation and every 200
+  steps (`seq2seq.training.ReleaseFreedMemory`): free pages go back to the kernel, and the next
+  steps fault in again only those they use.
+Decoding commands (`use="decoding"`, the default) serve every block from the heap: they are
+short-lived and beam search's largest blocks (40 MB) gain most.
 
 The commands call `reuse_freed_memory()` first; Python users may call it themselves.
-SEQ2SEQ_KEEP_FREED_MEMORY=0 leaves malloc as it is; SEQ2SEQ_KEEP_FREED_MEMORY=all also serves
-blocks above 32 MiB from the heap (the setting before the memory bound: decoding only).
+SEQ2SEQ_KEEP_FREED_MEMORY=0 leaves malloc as it is; SEQ2SEQ_KEEP_FREED_MEMORY=all serves every
+block from the heap in training too (the setting before the memory bound).
 """
 
 from __future__ import annotations
