@@ -18,7 +18,7 @@ from seq2seq.config import CONF_DIR
 from seq2seq.experiment import train
 
 
-@run_as_command
+@run_as_command(memory="training")
 def train_command(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     _, best = train(cfg, Path(hydra_cfg.runtime.output_dir), overrides=list(hydra_cfg.overrides.task))
