@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 
-.PHONY: install test test-slow-ci test-all demo bleu-gate bench clean
+.PHONY: install test test-slow-ci test-browser test-all demo bleu-gate bench clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ test: install
 # CLI tests run with the commands of a wheel installed in a fresh virtualenv.
 test-slow-ci: install
 	$(BIN)/python -m pytest -q -m slow tests/test_sweep.py tests/test_wheel.py
+
+# The web page of seq2seq-serve in headless Chromium (needs: apt-get install chromium chromium-driver).
+test-browser: install
+	$(BIN)/python -m pytest -q -m browser
 
 test-all: install
 	$(BIN)/python -m pytest -q -m ""

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Batches by token budget: length-sorted batches of at most N padded tokens, padding, and the
+resumable loader that lets a resumed run continue mid-epoch on the same batches."""
 
 from __future__ import annotations
 

@@ -6,15 +6,18 @@ The task table (`seq2seq.tasks`) says what differs between tasks; nothing here n
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.plugins import MixedPrecision
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seq2seq.bundle import load_state_dict, save_bundle
+from seq2seq.bundle import WEIGHTS_FILE, load_state_dict, read_bundle_config, save_bundle
 from seq2seq.checkpointing import (
     AtomicCheckpointIO,
     LastValidationStep,
@@ -24,6 +27,7 @@ from seq2seq.checkpointing import (
 )
 from seq2seq.config import build
 from seq2seq.errors import UserError
+from seq2seq.precision import resolve_training_precision
 from seq2seq.tasks import Task, task_named
 from seq2seq.training import Optimization, PlateauSchedule
 
@@ -45,18 +49,88 @@ def check_trainer_settings(trainer: DictConfig) -> None:
 
 
 def precision_settings(cfg: DictConfig) -> dict:
-    """Trainer arguments for `trainer.precision`.
+    """Trainer arguments for `trainer.precision`: `auto` resolved for this machine (seq2seq.precision:
+    bf16-mixed only where bf16 is native), the choice logged once.
 
     Lightning turns fp16 on a CPU into bf16 without loss scaling; here `16-mixed` means fp16
     with a loss scaler on every device, so the scaled path can be run and tested without a GPU.
     """
-    precision = str(cfg.trainer.get("precision"))
-    if precision not in ("16-mixed", "16") or cfg.trainer.get("accelerator") != "cpu":
-        return {}
+    precision, reason = resolve_training_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
+    log.info(reason)
+    if precision != "16-mixed" or cfg.trainer.get("accelerator") != "cpu":
+        return {"precision": precision}
     if cfg.model.get("cell", "fused") != "explicit":
         raise UserError("trainer.precision=16-mixed on CPU needs model.cell=explicit: oneDNN has no float16 LSTM "
                         "(bf16-mixed is the fast choice on CPU)")
     return {"precision": None, "plugins": [MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))]}
+
+
+# `model.hidden_size=128`, `+model.x=1`, `++model.x=1` on the command line: settings the user chose.
+MODEL_OVERRIDE = re.compile(r"^\+{0,2}model\.([A-Za-z_]\w*)=")
+
+
+@dataclass
+class InitSource:
+    """A trained model directory that a run starts from (`init_from=`): its model config, its
+    tokenizer files (reused as they are) and the model settings the command line overrides."""
+
+    directory: Path
+    model_config: dict
+    tokenizer_files: dict[str, str]
+    overridden: set[str]
+
+    @classmethod
+    def read(cls, directory: Path, task: Task, overrides: Sequence[str]) -> InitSource:
+        config = read_bundle_config(directory)
+        if config.get("model_type") != task.model_type:
+            raise UserError(f"init_from={directory} holds a {config.get('model_type')} model; "
+                            f"task.name={task.name} trains {task.model_type} models")
+        files = {role: str(directory / name) for role, name in dict(config.get("tokenizers", {})).items()}
+        for path in files.values():
+            if not Path(path).is_file():
+                raise UserError(f"init_from={directory}: tokenizer file {Path(path).name} is missing")
+        overridden = {m.group(1) for m in map(MODEL_OVERRIDE.match, overrides) if m}
+        return cls(directory, dict(config["model_config"]), files, overridden)
+
+    def model_settings(self, model_cfg: DictConfig) -> dict:
+        """The directory's model config, with the settings given on the command line."""
+        settings = dict(self.model_config)
+        for key in self.overridden:
+            settings[key] = OmegaConf.to_container(model_cfg, resolve=True).get(key)
+        return {"_target_": model_cfg.get("_target_"), **settings}
+
+    def load_into(self, task: Task, fresh: torch.nn.Module, settings: dict) -> torch.nn.Module:
+        """The model to train: built from `settings` with the directory's weights.
+
+        `fresh` is what the task builds from the data (vocabulary and label counts, scales); a
+        difference that changes a weight's shape is refused, naming the setting."""
+        state = load_state_dict(self.directory / WEIGHTS_FILE)
+        settings = {k: v for k, v in settings.items() if k != "_target_"}
+        model = task.model()(**settings)
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+
+        def first_difference(a: dict, b: dict) -> str | None:
+            changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            return next((k for k in changed if k in self.overridden), changed[0] if changed else None)
+
+        if {k: tuple(v.shape) for k, v in model.state_dict().items()} != shapes:
+            key = first_difference(settings, self.model_config)
+            if key is not None:
+                raise UserError(f"init_from={self.directory}: model.{key}={settings.get(key)!r} changes the shape "
+                                f"of the model (the directory's has {key}={self.model_config.get(key)!r}); "
+                                "drop that override")
+            raise UserError(f"init_from={self.directory}: the weights do not fit the directory's model config")
+        if {k: tuple(v.shape) for k, v in fresh.state_dict().items()} != shapes:
+            key = first_difference(dict(fresh.config), settings)
+            raise UserError(f"init_from={self.directory}: this data gives {key}={fresh.config.get(key)!r} but the "
+                            f"directory's model has {key}={settings.get(key)!r}")
+        for key in sorted(k for k in settings if fresh.config.get(k) != settings[k]):
+            log.info("init_from: keeping the directory's %s=%r (the data gives %r)", key, settings[key],
+                     fresh.config.get(key))
+        model.load_state_dict(state)
+        log.info("init_from: weights, model config and tokenizers of %s; optimizer, schedule and step count "
+                 "start afresh", self.directory)
+        return model
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, last_validation: LastValidationStep) -> L.Trainer:
@@ -102,26 +176,40 @@ def export_model(task: Task, trainer: L.Trainer, system: L.LightningModule, data
     if not trainer.is_global_zero:
         return None, chosen  # under DDP every rank holds the same weights; one writes them
     trained = {"epochs": trainer.current_epoch, "steps": trainer.global_step, monitor.replace("/", "_"): chosen}
+    if cfg.get("init_from"):
+        trained["init_from"] = str(Path(cfg.init_from).resolve())
     tokenizer_files, extra = task.module("system").export_contents(datamodule, cfg)
     return save_bundle(run_dir / "model", system.model, task.model_type, tokenizer_files,
                        extra | {"trained": trained}), chosen
 
 
-def train(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, float | None]:
+def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Path | None, float | None]:
     """Train, export and test as `cfg` says: (the model directory, the validation value of the
     task's monitored metric for the exported weights, which is what a Hydra sweeper optimises).
-    Under DDP only rank 0 returns a directory."""
+    Under DDP only rank 0 returns a directory.
+
+    With `init_from=<model dir>` the run starts from that directory's weights, model config and
+    tokenizers; `overrides` (the command line's) says which model settings replace the directory's.
+    """
     task = task_named(cfg.task.name)
     hooks = task.module("system")
+    source = InitSource.read(Path(cfg.init_from), task, overrides) if cfg.get("init_from") else None
+    tokenizer_settings = OmegaConf.to_container(cfg.tokenizer, resolve=True)
+    if source is not None:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.model = source.model_settings(cfg.model)
+        tokenizer_settings["files"] = source.tokenizer_files
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
 
     check_trainer_settings(cfg.trainer)
-    datamodule = build(cfg.data, tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
-                       run_dir=str(run_dir), _convert_="all")
+    datamodule = build(cfg.data, tokenizer=tokenizer_settings, run_dir=str(run_dir), _convert_="all")
     model = hooks.build_model(cfg, datamodule)
+    if source is not None:
+        model = source.load_into(task, model, OmegaConf.to_container(cfg.model, resolve=True))
     task_settings = OmegaConf.to_container(cfg.task, resolve=True)
     task_settings.pop("name")
     system = task.system()(model, Optimization(**OmegaConf.to_container(cfg.optim, resolve=True)), **task_settings)

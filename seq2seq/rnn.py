@@ -55,6 +55,9 @@ def plain_lstm_step(rnn: nn.Module, x: torch.Tensor, state: LSTMState) -> tuple[
 
 def lstm_step(rnn: nn.Module, x: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
     """One inference step of a batch-first `rnn` for (B, I) inputs; (B, H) output and new state."""
+    int8_step = getattr(rnn, "int8_step", None)  # issue 15: seq2seq.quantization.Int8StepLSTM
+    if int8_step is not None:
+        return int8_step(x, state)
     fused = x.is_cuda or (torch.is_autocast_enabled(x.device.type) and x.size(0) >= 16)
     if fused:
         output, state = rnn(x.unsqueeze(1), state)

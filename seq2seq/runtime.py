@@ -1,4 +1,5 @@
-"""Process-wide settings that make PyTorch on CPU faster without changing any result.
+"""Process-wide settings that make PyTorch on CPU faster without changing any result, and the
+memory they cost.
 
 glibc's malloc serves large blocks (above a threshold that grows to at most 32 MB) with a fresh
 mmap and unmaps them on free, so every large tensor starts on pages the kernel must fault in
@@ -6,13 +7,27 @@ and zero again. A training step or a beam-search step allocates and frees tensor
 sizes over and over (a (tokens, vocabulary) logit matrix is 25 MB at 768 tokens x 8k pieces,
 40 MB for 1,250 beam rows), and those faults cost about 10% of an fp32 training step and 20% of
 beam-5 decoding on 2 CPU cores (measured: 17,400 page faults per step, 3,000 -> 3,300 target
-tokens/s; beam 5 over 1,000 sentences 5.4 s -> 4.5 s). Serving every block from the heap and
-never trimming it keeps the pages mapped for the next step: memory freed by PyTorch stays
-reserved for the process (as jemalloc and tcmalloc, which PyTorch's CPU guides recommend, also
-do) instead of returning to the operating system.
+tokens/s; beam 5 over 1,000 sentences 5.4 s -> 4.5 s).
+
+`reuse_freed_memory()` keeps those pages: the heap serves the blocks and never trims its free
+memory on free. The price is that the heap keeps every page it once touched. Training allocates
+tensors of new shapes for every batch, freed blocks sit between live ones, and the heap grows:
+with every block on the heap, the Multi30k recipe (fp32, 2 cores) held 1,080 MB of heap after 20
+steps and one validation, of which 320 MB in use, and its RSS rose with every validation (1,396
+-> 1,517 MB from the first to the second; 4.4 GB in a 12-minute run on a faster machine).
+Training therefore (`use="training"`):
+- serves blocks up to `HEAP_BLOCKS_UP_TO` (32 MiB, the largest fixed mmap threshold glibc
+  accepts; a training step's largest block, the 768 x 8k logits, is 25 MB) from the heap and
+  mmaps larger ones, which are returned when freed;
+- calls `release_freed_memory()` (glibc's malloc_trim) after every validation and every 200
+  steps (`seq2seq.training.ReleaseFreedMemory`): free pages go back to the kernel, and the next
+  steps fault in again only those they use.
+Decoding commands (`use="decoding"`, the default) serve every block from the heap: they are
+short-lived and beam search's largest blocks (40 MB) gain most.
 
 The commands call `reuse_freed_memory()` first; Python users may call it themselves.
-SEQ2SEQ_KEEP_FREED_MEMORY=0 leaves malloc as it is.
+SEQ2SEQ_KEEP_FREED_MEMORY=0 leaves malloc as it is; SEQ2SEQ_KEEP_FREED_MEMORY=all serves every
+block from the heap in training too (the setting before the memory bound).
 """
 
 from __future__ import annotations
@@ -26,31 +41,101 @@ import torch
 
 # mallopt parameters from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 
-_applied = False
+# glibc's largest fixed mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX); mallopt refuses more.
+HEAP_BLOCKS_UP_TO = 32 * 2**20
+MEMORY_USES = ("training", "decoding")
+
+_libc = None
+_applied: str | None = None
 
 
-def reuse_freed_memory() -> bool:
+def _glibc():
+    """glibc through ctypes, or None (other C libraries, other platforms)."""
+    global _libc
+    if _libc is None:
+        if not sys.platform.startswith("linux"):
+            _libc = False
+        else:
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+                libc.malloc_trim.argtypes = [ctypes.c_size_t]
+                _libc = libc
+            except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+                _libc = False
+    return _libc or None
+
+
+def reuse_freed_memory(use: str = "decoding") -> bool:
     """Keep freed memory mapped for reuse (glibc only); True when malloc was tuned.
 
-    Calling it again does nothing. Other C libraries and platforms are left untouched.
+    `use="training"` serves blocks up to `HEAP_BLOCKS_UP_TO` from the heap and mmaps larger ones
+    (training also calls `release_freed_memory()` now and then); `use="decoding"` serves every
+    block from the heap (a short-lived process whose block sizes repeat: beam search's largest
+    blocks are above 32 MiB and gain most). SEQ2SEQ_KEEP_FREED_MEMORY=0 leaves malloc alone,
+    =all serves every block from the heap whatever `use` says. The first call decides; later
+    calls do nothing and say whether it tuned malloc.
     """
     global _applied
-    if _applied:
+    if use not in MEMORY_USES:
+        raise ValueError(f"use={use!r} is not one of {MEMORY_USES}")
+    if _applied is not None:
         return True
-    if os.environ.get("SEQ2SEQ_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+    setting = os.environ.get("SEQ2SEQ_KEEP_FREED_MEMORY", "1")
+    libc = _glibc()
+    if setting == "0" or libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    # No mmap for large blocks (glibc falls back to mmap by itself if the heap cannot grow),
-    # and never give the heap's free top back to the kernel.
-    _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    if setting == "all":
+        use = "decoding"
+    if use == "training":
+        # A fixed threshold also stops glibc from raising it (and the trim threshold) by itself.
+        heap = bool(libc.mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCKS_UP_TO))
+    else:
+        # No mmap for large blocks (glibc falls back to mmap by itself if the heap cannot grow).
+        heap = bool(libc.mallopt(_M_MMAP_MAX, 0))
+    # Never give the heap's free top back to the kernel on free; release_freed_memory() does it.
+    if heap and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1):
+        _applied = use
+    return _applied is not None
+
+
+def freed_memory_use() -> str | None:
+    """How `reuse_freed_memory()` tuned malloc in this process ("training", "decoding"), or None."""
     return _applied
+
+
+def release_freed_memory() -> bool:
+    """Give the free pages of every malloc arena back to the kernel (glibc's malloc_trim).
+
+    Live memory is untouched; the next allocations fault in fresh pages. True when glibc
+    released something.
+    """
+    libc = _glibc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def resident_memory_mb() -> float | None:
+    """This process's resident set size in MB (Linux), else None."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_resident_memory_mb() -> float | None:
+    """This process's peak resident set size so far in MB (Linux: VmHWM), else None."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Drawing the next token from a distribution: temperature, top-k and top-p (nucleus) sampling,
+shared by translation and the language model."""
 
 from __future__ import annotations
 

@@ -178,6 +178,15 @@ def train_or_load(
     return Tokenizer(model_file)
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """A short hash of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def keep_with_run(files: set[Path], run_dir: Path | None) -> None:
     """Copy tokenizer models into the run folder: the run stays reproducible after the cache is cleared."""
     if run_dir is None:

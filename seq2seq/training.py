@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from seq2seq.errors import UserError
+from seq2seq.runtime import peak_resident_memory_mb, release_freed_memory, resident_memory_mb
 from seq2seq.tasks import task_named
 
 log = logging.getLogger(__name__)
@@ -193,3 +194,40 @@ class PlateauSchedule(L.Callback):
         if schedule is not None and self._pending is not None:
             schedule.load_state_dict(self._pending)
         self._pending = None
+
+
+class ReleaseFreedMemory(L.Callback):
+    """Gives malloc's free pages back to the kernel after every validation and every
+    `every_n_train_steps` optimizer steps (0: only after validations), and logs the process's
+    resident memory after each training epoch (`memory/rss_mb`, `memory/peak_rss_mb`).
+
+    The commands keep freed memory for reuse (`seq2seq.runtime`), which makes steps faster but
+    lets the heap hold every page it ever touched; releasing now and then bounds it, at the cost
+    of faulting in again the pages the next steps use (measured in README, Benchmarks).
+    """
+
+    def __init__(self, every_n_train_steps: int = 200) -> None:
+        if every_n_train_steps < 0:
+            raise UserError(f"callbacks.release_freed_memory.every_n_train_steps={every_n_train_steps} must be >= 0")
+        self.every_n_train_steps = every_n_train_steps
+        self._released_at = -1
+
+    def _release(self, step: int) -> None:
+        if step != self._released_at:
+            release_freed_memory()
+            self._released_at = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_train_steps and step and step % self.every_n_train_steps == 0:
+            self._release(step)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._release(trainer.global_step)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        rss, peak = resident_memory_mb(), peak_resident_memory_mb()
+        if rss is not None:
+            pl_module.log("memory/rss_mb", rss, rank_zero_only=True)
+        if peak is not None:
+            pl_module.log("memory/peak_rss_mb", peak, rank_zero_only=True)

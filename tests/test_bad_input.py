@@ -94,6 +94,8 @@ CASES = [
     (["seq2seq-generate", "model=lm", "prompt=a", "top_k=-3"], "top_k=-3", None),
     (["seq2seq-generate", "model=mt", "prompt=a"], "needs a lstm_lm model", None),
     (["seq2seq-generate", "prompt=a"], "model= is required", None),
+    (["seq2seq-translate", "model=mt", "input=corpus/test.src", "precision=fp64"],
+     "precision='fp64' is not one of auto", None),
     # seq2seq-train
     (TRAIN + ["data.data_dir=nowhere"], "file not found", None),
     (TRAIN + ["model.attention=fancy"], "model.attention='fancy'", None),
@@ -104,7 +106,7 @@ CASES = [
     (TRAIN + ["model.share_embeddings=true", "tokenizer.joint=true", "tokenizer.vocab_size=30",
               "tokenizer.src_vocab_size=30", "tokenizer.tgt_vocab_size=40"], "src_vocab_size == tgt_vocab_size", None),
     (TRAIN + ["trainer.max_epochs=many"], "trainer.max_epochs='many' must be a whole number", None),
-    (TRAIN + ["trainer.precision=fp64"], "precision", None),
+    (TRAIN + ["trainer.precision=fp64"], "trainer.precision='fp64' is not one of auto, 32-true", None),
     (TRAIN + ["resume=nowhere.ckpt"], "checkpoint not found", None),
     (TRAIN + ["resume=corrupt.ckpt"], "corrupt or truncated", None),
     (TRAIN + ["resume=other_model.ckpt"], "checkpoint is of another model", None),

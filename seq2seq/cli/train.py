@@ -2,6 +2,7 @@
 
     seq2seq-train experiment=multi30k_de_en model.attention=luong_general trainer.max_epochs=20
     seq2seq-train experiment=tiny_shakespeare_char
+    seq2seq-train experiment=multi30k_de_en init_from=outputs/<run>/model data.data_dir=in_domain   # fine-tune
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from seq2seq.command import run_as_command
 from seq2seq.config import CONF_DIR
 
 
-@run_as_command
+@run_as_command(memory="training")
 def train_command(cfg: DictConfig) -> float | None:
     """Train; the exported weights' validation value of the task's monitored metric, which a Hydra
     sweeper (e.g. `hydra/sweeper=optuna`) optimises."""
     from seq2seq.experiment import train  # Lightning: not imported for --help or --cfg
 
-    _, best = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    _, best = train(cfg, Path(hydra_cfg.runtime.output_dir), overrides=list(hydra_cfg.overrides.task))
     return best
 
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ from seq2seq.batching import length_sorted_batches, pad_sequences
 from seq2seq.bundle import Bundle, load_bundle
 from seq2seq.errors import UserError
 from seq2seq.metrics import classification_scores
+from seq2seq.precision import resolve_decoding_precision
 from seq2seq.runtime import pick_device
 from seq2seq.tasks import task_named
 from seq2seq.text import repair_cp1252
 
 MODEL_TYPE = task_named("classification").model_type
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,9 +37,11 @@ class Prediction:
 class Classifier:
     """A loaded sentence classifier, its tokenizer and label names."""
 
-    def __init__(self, bundle: Bundle, device: torch.device, precision: str = "fp32") -> None:
-        if precision not in ("fp32", "bf16"):
-            raise UserError(f"precision={precision!r} is not one of fp32, bf16")
+    def __init__(self, bundle: Bundle, device: torch.device, precision: str = "auto") -> None:
+        precision, reason = resolve_decoding_precision(precision, device)
+        if precision == "int8":
+            raise UserError("precision=int8 is for translation models; classifiers take auto, fp32 or bf16")
+        log.info(reason)
         self.bundle, self.model, self.device, self.precision = bundle, bundle.model, device, precision
         self.tokenizer = bundle.tokenizers.get("text")
         labels = bundle.config.get("labels")
@@ -48,7 +53,7 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-             precision: str = "fp32") -> Classifier:
+             precision: str = "auto") -> Classifier:
         device = pick_device(device)
         return cls(load_bundle(path, device, expected_type=MODEL_TYPE), device, precision)
 

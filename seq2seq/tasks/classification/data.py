@@ -136,6 +136,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.seed = seed
         self.run_dir = Path(run_dir) if run_dir else None
         tokenizer = dict(tokenizer)
+        self.reused_tokenizer = (tokenizer.pop("files", None) or {}).get("text")  # init_from: a model's own
         for ignored in ("joint", "src_vocab_size", "tgt_vocab_size"):
             tokenizer.pop(ignored, None)
         self.settings = SentencePieceSettings(**tokenizer)
@@ -180,6 +181,8 @@ class ClassificationDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------ tokenizer
     def _tokenizer(self) -> Tokenizer:
+        if self.reused_tokenizer:
+            return Tokenizer(self.reused_tokenizer)
         # SentencePiece trains from files. The cache key is the file's name and bytes, so a
         # fixed name in a throw-away folder still finds the tokenizer of the same training text.
         with tempfile.TemporaryDirectory() as tmp:

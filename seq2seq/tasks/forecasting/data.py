@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""ForecastDataModule: a weekly series read, split by time (the last `test_weeks` test, the
+`valid_weeks` before them validation, the rest training), windows of history and targets."""
 
 from __future__ import annotations
 

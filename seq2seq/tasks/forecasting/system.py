@@ -1,11 +1,10 @@
-"""Training an `LSTMForecaster`: the data module over a weekly series and the LightningModule.
+"""ForecastSystem: the LightningModule that trains an `LSTMForecaster`, and what the training
+run calls for this task (build, export, the test report).
 
-ForecastDataModule reads the series, splits it by time (the last `test_weeks` test, the
-`valid_weeks` before them validation, the rest training), fits the scale on the training span
-and builds one training example per week of the training span: the filled window before it and
-the next `horizon` weeks as targets, masked to observed weeks inside the training span (so
-neither validation values nor interpolated ones are ever learnt as truth). Validation scores the
-validation span with the rolling-origin protocol of `seq2seq.tasks.forecasting.series`, in the series' units."""
+Training examples are masked to observed weeks inside the training span (the data module), so
+neither validation values nor interpolated ones are ever learnt as truth. Validation scores the
+validation span with the rolling-origin protocol of `seq2seq.tasks.forecasting.series`, in the
+series' units."""
 
 from __future__ import annotations
 

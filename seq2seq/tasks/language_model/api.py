@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 
@@ -13,6 +14,7 @@ import torch
 
 from seq2seq.bundle import Bundle, load_bundle
 from seq2seq.errors import UserError
+from seq2seq.precision import resolve_decoding_precision
 from seq2seq.runtime import pick_device
 from seq2seq.tasks import task_named
 from seq2seq.tasks.language_model.model import (
@@ -25,6 +27,7 @@ from seq2seq.tokenizer import UNK_ID, Tokenizer
 
 MODEL_TYPE = task_named("language_model").model_type
 UNKNOWN_TEXT = "\ufffd"  # shown for the unknown id, which generation never draws anyway
+log = logging.getLogger(__name__)
 
 
 class TextCodec:
@@ -81,15 +84,17 @@ class StopFilter:
 class Generator:
     """A loaded character language model and its tokenizer."""
 
-    def __init__(self, bundle: Bundle, device: torch.device, precision: str = "fp32") -> None:
-        if precision not in ("fp32", "bf16"):
-            raise UserError(f"precision={precision!r} is not one of fp32, bf16")
+    def __init__(self, bundle: Bundle, device: torch.device, precision: str = "auto") -> None:
+        precision, reason = resolve_decoding_precision(precision, device)
+        if precision == "int8":
+            raise UserError("precision=int8 is for translation models; language models take auto, fp32 or bf16")
+        log.info(reason)
         self.bundle, self.model, self.device, self.precision = bundle, bundle.model, device, precision
         self.codec = TextCodec(bundle.tokenizers["text"])
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-             precision: str = "fp32") -> Generator:
+             precision: str = "auto") -> Generator:
         device = pick_device(device)
         return cls(load_bundle(path, device, expected_type=MODEL_TYPE), device, precision)
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""TextDataModule: one text file, split into training text and held-out text, encoded into
+parallel streams read in BPTT windows."""
 
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ class TextDataModule(L.LightningDataModule):
         self.valid_streams, self.valid_warmup = valid_streams, valid_warmup
         self.run_dir = Path(run_dir) if run_dir else None
         tokenizer = dict(tokenizer)
+        self.reused_tokenizer = (tokenizer.pop("files", None) or {}).get("text")  # init_from: a model's own
         for ignored in ("joint", "src_vocab_size", "tgt_vocab_size"):
             tokenizer.pop(ignored, None)
         tokenizer["preserve_text"] = True
@@ -113,6 +115,8 @@ class TextDataModule(L.LightningDataModule):
         return train, valid
 
     def _tokenizer(self, train_text: str) -> Tokenizer:
+        if self.reused_tokenizer:
+            return Tokenizer(self.reused_tokenizer)
         # SentencePiece trains from files: the training part goes into a content-named file.
         digest = hashlib.sha256(train_text.encode("utf-8")).hexdigest()[:16]
         text_dir = self.cache_dir / "text"

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""LanguageModelSystem: the LightningModule that trains a `LanguageModel`, and what the
+training run calls for this task."""
 
 from __future__ import annotations
 

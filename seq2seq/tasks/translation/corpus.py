@@ -1,4 +1,5 @@
-"""Parallel corpora larger than memory: encoded once into memory-mapped token arrays.
+"""Parallel corpora as datasets of token ids: in memory (`ParallelDataset`, `encode_parallel`) or,
+for corpora larger than memory, encoded once into memory-mapped token arrays.
 
 Layout of a prepared corpus directory:
   index.json              format, number of pairs, token dtype, where the text came from

@@ -1,6 +1,6 @@
-"""Corpora on disk -> validated lines -> encoded pairs -> length-bucketed token batches.
-
-Everything here is independent of Lightning: the DataModule in `datamodule.py` wires it up."""
+"""TranslationDataModule: parallel files on disk -> validated lines -> tokenizers trained (or
+reused from the cache) -> encoded pairs (in memory or memory-mapped) -> token-budget batches,
+sharded by rank."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from seq2seq.text import read_parallel
 from seq2seq.tokenizer import (
     SentencePieceSettings,
     Tokenizer,
+    file_digest,
     keep_with_run,
     train_or_load,
 )
@@ -91,6 +92,7 @@ class TranslationDataModule(L.LightningDataModule):
         self.seed = seed
         self.run_dir = Path(run_dir) if run_dir else None
         tokenizer = dict(tokenizer)
+        self.reused_tokenizers = tokenizer.pop("files", None)  # {"src": path, "tgt": path}: init_from
         self.joint_vocabulary = bool(tokenizer.pop("joint", True))
         vocab_size = tokenizer.pop("vocab_size")
         src_size = tokenizer.pop("src_vocab_size", None) or vocab_size
@@ -128,6 +130,8 @@ class TranslationDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------ tokenizers
     def _tokenizers(self) -> tuple[Tokenizer, Tokenizer]:
+        if self.reused_tokenizers:
+            return Tokenizer(self.reused_tokenizers["src"]), Tokenizer(self.reused_tokenizers["tgt"])
         train_src, train_tgt = self.path("train", self.src_lang), self.path("train", self.tgt_lang)
         tokenizer_dir = self.cache_dir / "tokenizers"
         if self.joint_vocabulary:
@@ -143,9 +147,10 @@ class TranslationDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------- lightning
     def prepared_dir(self, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer) -> Path:
-        """Where the memory-mapped training corpus lives: named by its text files and tokenizers."""
+        """Where the memory-mapped training corpus lives: named by its text files and the tokenizers'
+        bytes (a reused tokenizer's file name, `src.spm.model`, says nothing of its pieces)."""
         sources = source_fingerprint([self.path("train", self.src_lang), self.path("train", self.tgt_lang)])
-        key = json.dumps([sources, src_tokenizer.model_file.name, tgt_tokenizer.model_file.name])
+        key = json.dumps([sources, file_digest(src_tokenizer.model_file), file_digest(tgt_tokenizer.model_file)])
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return self.cache_dir / "corpora" / f"{self.prefixes['train']}.{self.src_lang}-{self.tgt_lang}-{digest}"
 

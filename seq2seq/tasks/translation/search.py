@@ -12,7 +12,11 @@ import torch
 
 from seq2seq.errors import UserError
 from seq2seq.sampling import check_sampling, sample_tokens
-from seq2seq.tokenizer import BOS_ID, EOS_ID
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+# Never produced by a search: padding, the start symbol, and the unknown piece (the tokenizer
+# would drop them from the text silently, so the output would lose a word unannounced).
+BANNED_IDS = (PAD_ID, BOS_ID, UNK_ID)
 
 
 @dataclass
@@ -56,6 +60,7 @@ def greedy_search(
     attention = [[] for _ in range(batch)]
     for t in range(int(limits.max())):
         log_probs, state, weights = model.decode_step(prev, state, enc)
+        ban_specials(log_probs)
         force_eos(log_probs, limits[alive] - 1 == t)
         if choose is None:
             best_scores, best = log_probs.max(dim=-1)
@@ -120,6 +125,7 @@ def beam_search(
 
     for t in range(int(limits.max())):
         log_probs, state, weights = model.decode_step(prev, state, enc)  # (B'*K, V)
+        ban_specials(log_probs)
         if no_repeat_ngram_size > 0:
             ban_repeated_ngrams(log_probs, history, no_repeat_ngram_size)
         force_eos(log_probs, (limits[alive] - 1 == t).repeat_interleave(k))
@@ -190,6 +196,12 @@ def beam_search(
     return results
 
 
+def ban_specials(log_probs: torch.Tensor) -> None:
+    """In place: no row can choose pad, bos or unk (their scores become -inf; the others keep the
+    model's log-probabilities, so reported scores stay the model's)."""
+    log_probs[:, list(BANNED_IDS)] = float("-inf")
+
+
 def force_eos(log_probs: torch.Tensor, rows: torch.Tensor) -> None:
     """In place: the (R,) `rows` that reached their length limit can only end (EOS)."""
     if bool(rows.any()):  # most steps: no row is at its limit, and the full-width write is skipped
@@ -246,6 +258,30 @@ def sample(
         draws = [results[sent * num_samples + j][0] for j in range(num_samples)]
         grouped.append(sorted(draws, key=lambda h: h.score, reverse=True))
     return grouped
+
+
+@torch.no_grad()
+def forced_scores(model, src: torch.Tensor, src_lengths: torch.Tensor, tgt: torch.Tensor,
+                  tgt_lengths: torch.Tensor) -> torch.Tensor:
+    """(B,) summed log-probabilities of given translations (forced decoding), EOS included.
+
+    tgt: (B, T) target ids without BOS/EOS, padded. The same `decode_step` as the searches, so
+    the score of a search's own output is the score the search reported (greedy, or beam search
+    with length_penalty=0).
+    """
+    enc, state = model.encode(src, src_lengths)
+    batch, steps = tgt.shape
+    rows = torch.arange(batch, device=src.device)
+    totals = torch.zeros(batch, dtype=torch.float64, device=src.device)
+    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
+    for t in range(steps + 1):
+        log_probs, state, _ = model.decode_step(prev, state, enc)
+        column = tgt[:, t] if t < steps else torch.full_like(prev, EOS_ID)
+        target = torch.where(tgt_lengths == t, torch.full_like(column, EOS_ID), column)
+        picked = log_probs[rows, target].double()
+        totals += torch.where(t <= tgt_lengths, picked, torch.zeros_like(picked))
+        prev = target
+    return totals
 
 
 def decode(model, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int = 1, **options

@@ -1,0 +1,184 @@
+"""Load benchmark of seq2seq-serve: concurrent single-sentence /translate requests on loopback.
+
+    python benchmarks/serve_load.py --model outputs/bleu-gate/model --requests 1000 --clients 32
+
+For each mode (batching on, then off) it starts the real command (`python -m seq2seq.cli.serve`)
+on a free 127.0.0.1 port, sends `--requests` requests from `--clients` concurrent clients (source
+sentences from Multi30k's test_2016_flickr.de, or --sentences FILE), and measures requests/s,
+p50/p95/p99 latency, errors and the server's peak RSS (VmHWM). Every loop is bounded: at most
+`--requests` requests and `--time-limit` seconds a mode; traffic goes to 127.0.0.1 only.
+Prints a table and writes JSON (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+HOST = "127.0.0.1"  # loopback only, never another address
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def start_server(model: str, port: int, batching: bool, extra: list[str]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "seq2seq.cli.serve", f"model={model}", f"host={HOST}", f"port={port}",
+               f"batching={'true' if batching else 'false'}", "log_level=warning", *extra]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited {process.returncode}:\n{process.stdout.read()}")
+        try:
+            if httpx.get(f"http://{HOST}:{port}/health", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.3)
+    process.kill()
+    raise SystemExit("the server did not answer /health within 180 s")
+
+
+async def load(url: str, sentences: list[str], requests: int, clients: int, time_limit: float,
+               options: dict) -> dict:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    sent = 0
+    deadline = time.monotonic() + time_limit
+
+    async def client(c: httpx.AsyncClient) -> None:
+        nonlocal sent
+        while sent < requests and time.monotonic() < deadline:
+            sentence = sentences[sent % len(sentences)]
+            sent += 1
+            began = time.perf_counter()
+            try:
+                answer = await c.post("/translate", json={"text": [sentence], **options})
+                if answer.status_code == 200:
+                    latencies.append(time.perf_counter() - began)
+                else:
+                    errors[str(answer.status_code)] = errors.get(str(answer.status_code), 0) + 1
+            except httpx.HTTPError as error:
+                errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    began = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, timeout=max(60.0, time_limit), limits=limits) as c:
+        await asyncio.gather(*(client(c) for _ in range(clients)))
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+    return {"requests": sent, "ok": len(latencies), "errors": sum(errors.values()), "error_kinds": errors,
+            "seconds": round(elapsed, 2), "req_per_s": round(len(latencies) / elapsed, 2),
+            "p50_ms": round(1000 * percentile(latencies, 50), 1), "p95_ms": round(1000 * percentile(latencies, 95), 1),
+            "p99_ms": round(1000 * percentile(latencies, 99), 1),
+            "complete": sent >= requests and time.monotonic() < deadline}
+
+
+def run_mode(args, batching: bool, sentences: list[str]) -> dict:
+    port = free_port()
+    process = start_server(args.model, port, batching, args.server_arg)
+    try:
+        url = f"http://{HOST}:{port}"
+        # warm-up (not measured): the first calls pay for allocator and thread-pool start-up
+        for sentence in sentences[:3]:
+            httpx.post(f"{url}/translate", json={"text": [sentence], "beam": args.beam}, timeout=60)
+        result = asyncio.run(load(url, sentences, args.requests, args.clients, args.time_limit,
+                                  {"beam": args.beam}))
+        result["server_peak_rss_mib"] = round(peak_rss_mib(process.pid) or float("nan"), 1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    result["batching"] = batching
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a translation model directory")
+    parser.add_argument("--sentences", help="one source sentence a line (default: Multi30k test_2016_flickr.de)")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--time-limit", type=float, default=600.0, help="seconds per mode at most")
+    parser.add_argument("--modes", default="on,off", help="batching modes to run: on,off | on | off")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra seq2seq-serve override")
+    parser.add_argument("--out", default="benchmarks/results/serve_load.json")
+    args = parser.parse_args()
+    if args.requests < 1 or args.clients < 1 or args.time_limit <= 0:
+        raise SystemExit("--requests, --clients and --time-limit must be positive")
+
+    source = Path(args.sentences) if args.sentences else \
+        Path(os.environ.get("SEQ2SEQ_DATA", "data")) / "multi30k" / "test_2016_flickr.de"
+    if not source.is_file():
+        raise SystemExit(f"{source}: not found; give --sentences FILE or set SEQ2SEQ_DATA")
+    sentences = [line.strip() for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    results = [run_mode(args, mode == "on", sentences) for mode in args.modes.split(",")]
+    report = {"cpu": cpu_model(), "cores": os.cpu_count(), "model": str(args.model), "clients": args.clients,
+              "requests": args.requests, "beam": args.beam, "source": str(source), "results": results}
+    by_mode = {r["batching"]: r for r in results}
+    if True in by_mode and False in by_mode and by_mode[False]["req_per_s"] > 0:
+        report["speedup"] = round(by_mode[True]["req_per_s"] / by_mode[False]["req_per_s"], 2)
+
+    print(f"CPU: {report['cpu']} ({report['cores']} cores); {args.clients} clients, {args.requests} requests, "
+          f"beam {args.beam}")
+    print(f"{'batching':>8} {'ok':>6} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+          f"{'peak RSS MiB':>12}")
+    for r in results:
+        print(f"{'on' if r['batching'] else 'off':>8} {r['ok']:>6} {r['errors']:>6} {r['req_per_s']:>8.2f} "
+              f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['server_peak_rss_mib']:>12.1f}"
+              + ("" if r["complete"] else "  (stopped by --time-limit)"))
+    if "speedup" in report:
+        print(f"batching gives {report['speedup']}x the requests/s of one-at-a-time decoding")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()

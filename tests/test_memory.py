@@ -1,0 +1,91 @@
+"""Training memory: an in-memory run must not grow its resident memory from epoch to epoch.
+
+The run logs `memory/rss_mb` after every epoch (seq2seq.training.ReleaseFreedMemory, right
+after the validation's release of free pages), so what it shows is what the process still
+holds: a leak (a list of tensors kept per step, a cache keyed by batch shape) shows up as growth.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import TINY_REVERSAL, make_reversal_corpus, run
+
+EPOCHS = 6
+# Epoch 1 (the second) is the baseline: by then every batch shape has been seen once and the
+# heap, Python's arenas and oneDNN's primitive cache hold what a steady run holds. Growth after
+# it of more than this fails. Measured: +0.3 MB from epoch 1 to 5 (with the leak below: +30.5 MB).
+GROWTH_BOUND_MB = 12.0
+# A leak of 256 KiB per step (~30 steps per epoch) adds about 30 MB over the checked epochs.
+LEAK_PER_STEP = 256 * 1024
+
+
+class LeakEveryStep(L.Callback):
+    """A deliberate leak for the test that the check can fail: keeps a fresh tensor per step."""
+
+    def __init__(self) -> None:
+        self.kept: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.kept.append(torch.ones(LEAK_PER_STEP // 4))
+
+
+def train_rss_by_epoch(work: Path, monkeypatch, *extra: str) -> list[float]:
+    """Train the tiny reversal model on a generated corpus held in memory; RSS (MB) per epoch."""
+    corpus = make_reversal_corpus(work / "corpus", {"train": 400, "val": 40, "test": 10}, seed=5,
+                                  min_len=2, max_len=24)
+    # The run may name a callback of this module (the leak).
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    run(["seq2seq-train", *TINY_REVERSAL, f"data.data_dir={corpus}", "data.storage=memory", "data.max_tokens=200",
+         f"trainer.max_epochs={EPOCHS}", "callbacks.early_stopping=null", "logger.tensorboard=null",
+         "evaluate_test=false", "hydra.run.dir=run", *extra], cwd=work)
+    with open(work / "run" / "logs" / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("memory/rss_mb")]
+    by_epoch = {int(row["epoch"]): float(row["memory/rss_mb"]) for row in rows}
+    assert sorted(by_epoch) == list(range(EPOCHS)), by_epoch
+    return [by_epoch[epoch] for epoch in range(EPOCHS)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
+def test_training_memory_does_not_grow_across_epochs(tmp_path, monkeypatch):
+    rss = train_rss_by_epoch(tmp_path, monkeypatch)
+    assert all(100 < value < 2048 for value in rss), rss  # a real reading: torch alone is ~300 MB
+    growth = rss[-1] - rss[1]
+    assert growth < GROWTH_BOUND_MB, f"RSS grew {growth:.1f} MB from epoch 1 to {EPOCHS - 1}: {rss}"
+    peak = [float(row["memory/peak_rss_mb"]) for row in csv.DictReader(open(tmp_path / "run/logs/metrics.csv"))
+            if row.get("memory/peak_rss_mb")]
+    assert peak == sorted(peak) and peak[-1] >= max(rss) - 1, (peak, rss)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
+def test_the_growth_check_catches_a_leak(tmp_path, monkeypatch):
+    rss = train_rss_by_epoch(tmp_path, monkeypatch, "+callbacks.leak._target_=test_memory.LeakEveryStep")
+    assert rss[-1] - rss[1] > GROWTH_BOUND_MB, rss
+
+
+def test_validation_loss_in_slices_equals_the_whole_batch_loss():
+    """Validation projects 768 target positions at a time (memory); the loss is the same."""
+    from conftest import tiny_model
+
+    from seq2seq.tasks.translation.corpus import make_batch
+    from seq2seq.tasks.translation.system import TranslationSystem
+
+    generator = torch.Generator().manual_seed(3)
+    lengths = [5, 9, 2, 7, 11]
+    src = [torch.randint(4, 23, (n,), generator=generator).tolist() for n in lengths]
+    tgt = [torch.randint(4, 29, (n + 1,), generator=generator).tolist() for n in lengths]
+    batch = make_batch(src, tgt, list(range(len(lengths))))
+    system = TranslationSystem(tiny_model(), label_smoothing=0.1).eval()
+    with torch.no_grad():
+        mean, tokens = system.loss(batch)
+        for rows in (3, 7, 768):
+            total, counted = system.summed_loss(batch, rows=rows)
+            assert counted == tokens == sum(len(t) + 1 for t in tgt)  # with EOS
+            assert abs(total / counted - float(mean)) < 1e-5, (rows, total / counted, float(mean))
