@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import random
 import select
 import subprocess
@@ -109,7 +110,12 @@ class Terminal:
 
     @staticmethod
     def _controlling_terminal() -> None:
-        """Make the pty the child's controlling terminal, so Ctrl-C reaches it as SIGINT."""
+        """Make the pty the child's controlling terminal, so Ctrl-C reaches it as SIGINT.
+
+        SIGINT is reset to its default first: a test run started in the background (`pytest &`)
+        has it ignored, and Python would then never raise KeyboardInterrupt in the child.
+        """
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 

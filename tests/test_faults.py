@@ -102,8 +102,10 @@ def test_ctrl_c_during_training_saves_a_resumable_checkpoint(tmp_path):
     make_reversal_corpus(tmp_path / "corpus", {"train": 3000, "val": 50, "test": 20}, seed=3)
     command = [str(BIN / "seq2seq-train"), *TINY_REVERSAL, "data.data_dir=corpus", "trainer.max_epochs=1000",
                "hydra.run.dir=run", "trainer.log_every_n_steps=1"]
+    # SIGINT as a terminal would deliver it, even when this test run was started in the background.
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, PYTHONWARNINGS="ignore"))
+                               env=dict(os.environ, PYTHONWARNINGS="ignore"),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics = tmp_path / "run" / "logs" / "metrics.csv"
     deadline = time.monotonic() + 300
     # Interrupt once training is under way and has validated once (so a checkpoint exists too).
