@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import random
 import select
+import signal
 import subprocess
 import sys
 import termios
