@@ -28,7 +28,11 @@ def parameter_count(weights_file: Path) -> int:
 
 def report(result: dict, out: Path) -> None:
     """Print `result` as a two-column table and write it as JSON to `out`."""
-    result = result | {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    from seq2seq.precision import machine_summary
+
+    # Every table names the CPU and whether it has native bf16: figures of different machines
+    # are never compared blind.
+    result = machine_summary() | result | {"torch": torch.__version__, "threads": torch.get_num_threads()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     width = max(len(k) for k in result)

@@ -163,16 +163,20 @@ def resolve_training_precision(value: str | int | None, accelerator: str = "cpu"
     return chosen, f"trainer.precision=auto chose {chosen}: {why}"
 
 
-def resolve_decoding_precision(value: str | None, device: str | torch.device = "cpu") -> tuple[str, str]:
+def resolve_decoding_precision(value: str | None, device: str | torch.device = "cpu",
+                               int8_for: str | None = None) -> tuple[str, str]:
     """`precision` of translate/evaluate/generate/classify -> ("fp32" | "bf16" | "int8", reason).
 
     "auto" (or None) is "bf16" where the device computes bf16 natively, else "fp32"; "int8"
     (dynamic quantization, seq2seq.quantization) is CPU only and is never chosen by "auto",
-    since it changes the outputs slightly.
+    since it changes the outputs slightly. Models without an int8 path name themselves in
+    `int8_for` (e.g. "language models"), and int8 is refused for them.
     """
     text = "auto" if value is None else str(value).strip().lower()
     if text not in DECODING_PRECISIONS:
         raise UserError(f"precision={value!r} is not one of {', '.join(DECODING_PRECISIONS)}")
+    if text == "int8" and int8_for is not None:
+        raise UserError(f"precision=int8 is for translation models; {int8_for} take auto, fp32 or bf16")
     device_type = torch.device(device).type
     if text == "int8" and device_type != "cpu":
         raise UserError(f"precision=int8 runs on the CPU only (device={device_type}); use bf16 or fp32 there")

@@ -10,7 +10,8 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 REQUIRED_KEYS = ["matmul_flops_per_s", "train_tgt_tokens_per_s", "train_flops_per_tgt_token", "train_flops_ratio",
-                 "train_bf16_tgt_tokens_per_s", "train_peak_rss_mb", "greedy_seconds", "beam5_seconds", "beam5_bleu"]
+                 "train_bf16_tgt_tokens_per_s", "train_auto_tgt_tokens_per_s", "train_auto_vs_faster_forced",
+                 "train_peak_rss_mb", "greedy_seconds", "beam5_seconds", "beam5_bleu"]
 
 
 def run_benchmark(script: str, *args: str, cwd: Path) -> dict:
@@ -28,6 +29,8 @@ def test_throughput_benchmark_quick_mode(tmp_path):
         assert isinstance(figures[key], (int, float)) and figures[key] >= 0, key
     assert figures["train_flops_per_tgt_token"] > 0 and figures["decode_sentences"] == 40
     assert 0.0 <= figures["padding_ratio_tgt"] < 1.0
+    assert figures["train_auto_precision"] == ("bf16-mixed" if figures["cpu_native_bf16"] else "32-true")
+    assert figures["cpu_model"] and isinstance(figures["cpu_native_bf16"], bool)
 
 
 def test_char_lm_speed_benchmark_runs(tmp_path):

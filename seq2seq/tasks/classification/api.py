@@ -38,9 +38,7 @@ class Classifier:
     """A loaded sentence classifier, its tokenizer and label names."""
 
     def __init__(self, bundle: Bundle, device: torch.device, precision: str = "auto") -> None:
-        precision, reason = resolve_decoding_precision(precision, device)
-        if precision == "int8":
-            raise UserError("precision=int8 is for translation models; classifiers take auto, fp32 or bf16")
+        precision, reason = resolve_decoding_precision(precision, device, int8_for="classifiers")
         log.info(reason)
         self.bundle, self.model, self.device, self.precision = bundle, bundle.model, device, precision
         self.tokenizer = bundle.tokenizers.get("text")

@@ -85,9 +85,7 @@ class Generator:
     """A loaded character language model and its tokenizer."""
 
     def __init__(self, bundle: Bundle, device: torch.device, precision: str = "auto") -> None:
-        precision, reason = resolve_decoding_precision(precision, device)
-        if precision == "int8":
-            raise UserError("precision=int8 is for translation models; language models take auto, fp32 or bf16")
+        precision, reason = resolve_decoding_precision(precision, device, int8_for="language models")
         log.info(reason)
         self.bundle, self.model, self.device, self.precision = bundle, bundle.model, device, precision
         self.codec = TextCodec(bundle.tokenizers["text"])
