@@ -91,6 +91,8 @@ def test_other_accelerators_get_fp32(monkeypatch):
     (lambda: resolve_training_precision("fp64", "cpu"), "trainer.precision='fp64' is not one of auto, 32-true"),
     (lambda: resolve_decoding_precision("fp8", "cpu"), "precision='fp8' is not one of auto, fp32, bf16, int8"),
     (lambda: resolve_decoding_precision("int8", "cuda"), "precision=int8 runs on the CPU only"),
+    (lambda: resolve_decoding_precision("int8", "cpu", int8_for="classifiers"),
+     "precision=int8 is for translation models; classifiers take auto, fp32 or bf16"),
 ])
 def test_bad_values_are_one_clear_line(call, message):
     with pytest.raises(UserError) as caught:
