@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 
-.PHONY: install test test-slow-ci test-browser test-all demo bleu-gate bench clean
+.PHONY: install test test-slow test-browser test-all demo bleu-gate bench clean
 
 install: $(VENV)/.installed
 
@@ -19,10 +19,11 @@ test: install
 	$(BIN)/ruff check seq2seq tests benchmarks
 	$(BIN)/python -m pytest -q --durations=15
 
-# The slow tests that CI runs besides `make test`: an Optuna sweep of 2 trials, and the end-to-end
-# CLI tests run with the commands of a wheel installed in a fresh virtualenv.
-test-slow-ci: install
-	$(BIN)/python -m pytest -q -m slow tests/test_sweep.py tests/test_wheel.py
+# The slow tests, which CI runs besides `make test`: end-to-end training runs of 20 s and more
+# (resumption after SIGKILL, determinism, DDP, workers, Ctrl-C, ...), an Optuna sweep of 2 trials,
+# and the end-to-end CLI tests run with the commands of a wheel installed in a fresh virtualenv.
+test-slow: install
+	$(BIN)/python -m pytest -q --durations=10 -m "slow and not gpu and not browser"
 
 # The web page of seq2seq-serve in headless Chromium (needs: apt-get install chromium chromium-driver).
 test-browser: install

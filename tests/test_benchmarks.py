@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 REQUIRED_KEYS = ["matmul_flops_per_s", "train_tgt_tokens_per_s", "train_flops_per_tgt_token", "train_flops_ratio",
@@ -23,6 +25,7 @@ def run_benchmark(script: str, *args: str, cwd: Path) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_quick_mode(tmp_path):
     figures = run_benchmark("throughput.py", "--quick", cwd=tmp_path)
     for key in REQUIRED_KEYS:
@@ -33,6 +36,7 @@ def test_throughput_benchmark_quick_mode(tmp_path):
     assert figures["cpu_model"] and isinstance(figures["cpu_native_bf16"], bool)
 
 
+@pytest.mark.slow
 def test_char_lm_speed_benchmark_runs(tmp_path):
     figures = run_benchmark("char_lm_speed.py", "--steps", "1", "--chars", "5", "--repeats", "1", cwd=tmp_path)
     for key in ("train_fp32_chars_per_s", "train_bf16_chars_per_s", "generate_fp32_batch1_chars_per_s",

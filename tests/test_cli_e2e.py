@@ -49,6 +49,7 @@ def test_evaluate_reports_scores_and_gates_on_min_bleu(trained_run):
         assert "below min_bleu=99.99" in failed.stderr
 
 
+@pytest.mark.slow
 def test_untrained_model_does_not_pass_the_gate(trained_run, tmp_path):
     """The gate can fail: a model trained for a handful of steps stays far below the floor."""
     result = run(["seq2seq-train", *TINY_REVERSAL, f"data.data_dir={trained_run / 'corpus'}",

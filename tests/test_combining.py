@@ -225,6 +225,7 @@ def test_translator_ensemble_and_score_on_a_trained_model(trained, tmp_path, tok
         Translator.load([model_dir, other], device="cpu")
 
 
+@pytest.mark.slow
 def test_evaluate_ensemble_score_ref_and_comparison(trained, tmp_path):
     common = ["src=corpus/test.src", "ref=corpus/test.tgt", "beam=3"]
     ensemble = run(["seq2seq-evaluate", "model=[run/model,run/model]", *common, f"json={tmp_path}/e.json"],

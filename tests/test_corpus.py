@@ -149,6 +149,7 @@ def test_a_resumed_epoch_continues_with_the_batches_not_yet_trained(reversal_dat
     assert sampler.epoch == 3 and len(list(sampler)) == len(full)
 
 
+@pytest.mark.slow
 def test_prepare_then_train_from_the_memory_mapped_corpus(tmp_path):
     make_reversal_corpus(tmp_path / "corpus", {"train": 400, "val": 20, "test": 10})
     settings = [*TINY_REVERSAL, "data.data_dir=corpus"]

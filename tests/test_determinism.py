@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 from conftest import TINY_REVERSAL, make_reversal_corpus, run
 
 
@@ -17,6 +18,7 @@ def train(work: Path, name: str, seed: int) -> tuple[list[str], str]:
     return losses, (work / name / "test.hyp.tgt").read_text()
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_losses_and_translations(tmp_path):
     make_reversal_corpus(tmp_path / "corpus", {"train": 600, "val": 30, "test": 30}, seed=5)
     losses_a, hyps_a = train(tmp_path, "a", seed=7)

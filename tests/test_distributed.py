@@ -18,6 +18,7 @@ def final_validation(run_dir: Path) -> dict[str, float]:
     return {key: float(value) for key, value in rows[-1].items() if key.startswith("val/") or key == "step"}
 
 
+@pytest.mark.slow
 def test_two_ddp_processes_match_one_process_with_the_same_global_batch(tmp_path):
     # 600 pairs in batches of <= 400 tokens make 10 batches: 5 steps of 2 batches either way
     # (DDP: one batch per rank, gradients averaged; one process: 2 batches accumulated), so both

@@ -178,6 +178,7 @@ def test_bundle_keeps_the_cell_and_old_bundles_load_as_fused(tmp_path):
         torch.testing.assert_close(old(src, lengths, tgt), model.eval()(src, lengths, tgt), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_train_with_explicit_cell_exports_a_model_that_translates(tmp_path: Path):
     make_reversal_corpus(tmp_path / "corpus", {"train": 200, "val": 20, "test": 20}, seed=3)
     result = run(["seq2seq-train", *TINY_REVERSAL, "data.data_dir=corpus", "model.cell=explicit",

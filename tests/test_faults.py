@@ -98,6 +98,7 @@ def test_a_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, monkey
         io.save_checkpoint({"step": torch.tensor(3)}, tmp_path / "checkpoints" / "last.ckpt" / "inside.ckpt")
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_training_saves_a_resumable_checkpoint(tmp_path):
     make_reversal_corpus(tmp_path / "corpus", {"train": 3000, "val": 50, "test": 20}, seed=3)
     command = [str(BIN / "seq2seq-train"), *TINY_REVERSAL, "data.data_dir=corpus", "trainer.max_epochs=1000",

@@ -76,6 +76,7 @@ def test_init_from_another_task_or_a_missing_directory_is_refused(base_run):
     assert missing.returncode == 2 and "model directory not found: nowhere" in missing.stderr
 
 
+@pytest.mark.slow
 def test_init_from_works_for_another_task_forecasting(tmp_path):
     """A forecaster fine-tuned on another series keeps the directory's scale, window and weights."""
     from test_forecasting import TINY_FORECAST, noisy_seasonal_series, write_series

@@ -45,6 +45,7 @@ def test_workers_hand_over_the_same_batches_in_the_same_order(tmp_path):
             assert torch.equal(getattr(one, field.name), getattr(other, field.name)), field.name
 
 
+@pytest.mark.slow
 def test_workers_train_the_same_weights_as_the_training_thread(tmp_path):
     make_reversal_corpus(tmp_path / "corpus", {"train": 600, "val": 20, "test": 10}, seed=7)
     for workers in (0, 2):

@@ -52,6 +52,7 @@ def train_rss_by_epoch(work: Path, monkeypatch, *extra: str) -> list[float]:
     return [by_epoch[epoch] for epoch in range(EPOCHS)]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
 def test_training_memory_does_not_grow_across_epochs(tmp_path, monkeypatch):
     rss = train_rss_by_epoch(tmp_path, monkeypatch)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 import torch
 from conftest import TINY_REVERSAL, make_reversal_corpus, run
 
 
+@pytest.mark.slow
 def test_fp16_mixed_precision_trains_with_a_loss_scaler(tmp_path):
     make_reversal_corpus(tmp_path / "corpus", {"train": 600, "val": 30, "test": 10})
     run(["seq2seq-train", *TINY_REVERSAL, "data.data_dir=corpus", "trainer.max_epochs=3", "evaluate_test=false",

@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import BIN, TINY_REVERSAL, make_reversal_corpus, run
 
@@ -32,6 +33,7 @@ def start_training(tmp_path: Path, run_dir: str) -> subprocess.Popen:
                             env=dict(os.environ, PYTHONWARNINGS="ignore"))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
     make_reversal_corpus(tmp_path / "corpus", {"train": 1000, "val": 30, "test": 10}, seed=5)
     run(["seq2seq-train", *TRAINING, "hydra.run.dir=whole"], cwd=tmp_path)
@@ -71,6 +73,7 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_p
                                rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_language_model_resumed_mid_epoch_carries_its_stream_state_on(tmp_path):
     from test_generate_cli import PATTERN_TEXT, TINY_CHAR_LM
 
