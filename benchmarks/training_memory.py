@@ -48,6 +48,8 @@ VARIANTS = {
     "glibc": ({"SEQ2SEQ_KEEP_FREED_MEMORY": "0"}, []),
     "onednn0": ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}, []),
     "arena1": ({"MALLOC_ARENA_MAX": "1"}, []),
+    "heap4": ({"SEQ2SEQ_HEAP_BLOCKS_MIB": "4"}, []),
+    "heap1": ({"SEQ2SEQ_HEAP_BLOCKS_MIB": "1"}, []),
 }
 WARMUP_STEPS = 10
 

@@ -28,6 +28,10 @@ short-lived and beam search's largest blocks (40 MB) gain most.
 The commands call `reuse_freed_memory()` first; Python users may call it themselves.
 SEQ2SEQ_KEEP_FREED_MEMORY=0 leaves malloc as it is; SEQ2SEQ_KEEP_FREED_MEMORY=all serves every
 block from the heap in training too (the setting before the memory bound).
+SEQ2SEQ_HEAP_BLOCKS_MIB=N lowers the 32 MiB limit: memory for speed. Training shapes change with
+every batch, so the heap fragments and grows however often it is trimmed (recipe, 200 steps,
+Skylake-SP, one run each: 1,753 MB peak at 32 MiB with 1,413 target tokens/s; 958 MB and 1,094
+at 4 MiB; 890 MB and 951 at 1 MiB; benchmarks/training_memory.py --variants heap4 heap1).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 
 # glibc's largest fixed mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX); mallopt refuses more.
-HEAP_BLOCKS_UP_TO = 32 * 2**20
+HEAP_BLOCKS_UP_TO = int(float(os.environ.get("SEQ2SEQ_HEAP_BLOCKS_MIB", 32)) * 2**20)
 MEMORY_USES = ("training", "decoding")
 
 _libc = None
