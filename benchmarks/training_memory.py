@@ -50,6 +50,13 @@ VARIANTS = {
     "arena1": ({"MALLOC_ARENA_MAX": "1"}, []),
     "heap4": ({"SEQ2SEQ_HEAP_BLOCKS_MIB": "4"}, []),
     "heap1": ({"SEQ2SEQ_HEAP_BLOCKS_MIB": "1"}, []),
+    "heap8": ({"SEQ2SEQ_HEAP_BLOCKS_MIB": "8"}, []),
+    "heap16": ({"SEQ2SEQ_HEAP_BLOCKS_MIB": "16"}, []),
+    # PyTorch's own switch: blocks of 2 MB and more 2 MB-aligned and madvise(MADV_HUGEPAGE)d, so a
+    # freshly mapped block faults in 2 MB at a time (needs THP "madvise" or "always").
+    "thp": ({"THP_MEM_ALLOC_ENABLE": "1"}, []),
+    "thp_heap4": ({"THP_MEM_ALLOC_ENABLE": "1", "SEQ2SEQ_HEAP_BLOCKS_MIB": "4"}, []),
+    "thp_glibc": ({"THP_MEM_ALLOC_ENABLE": "1", "SEQ2SEQ_KEEP_FREED_MEMORY": "0"}, []),
 }
 WARMUP_STEPS = 10
 

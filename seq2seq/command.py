@@ -30,8 +30,8 @@ def run_as_command(task: Callable | None = None, *, memory: str = "decoding") ->
     def wrapper(*args, **kwargs):
         from seq2seq.runtime import reuse_freed_memory  # imports torch: not before the work starts
 
-        reuse_freed_memory(memory)
         try:
+            reuse_freed_memory(memory)
             return task(*args, **kwargs)
         except UserError as error:
             if debug_enabled():

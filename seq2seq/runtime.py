@@ -43,13 +43,15 @@ import sys
 
 import torch
 
+from seq2seq.errors import UserError
+
 # mallopt parameters from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 
 # glibc's largest fixed mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX); mallopt refuses more.
-HEAP_BLOCKS_UP_TO = int(float(os.environ.get("SEQ2SEQ_HEAP_BLOCKS_MIB", 32)) * 2**20)
+HEAP_BLOCKS_UP_TO = 32 * 2**20
 MEMORY_USES = ("training", "decoding")
 
 _libc = None
@@ -73,10 +75,24 @@ def _glibc():
     return _libc or None
 
 
+def heap_blocks_up_to() -> int:
+    """Bytes: the largest block training serves from the heap (SEQ2SEQ_HEAP_BLOCKS_MIB, default 32)."""
+    setting = os.environ.get("SEQ2SEQ_HEAP_BLOCKS_MIB", "")
+    if not setting:
+        return HEAP_BLOCKS_UP_TO
+    try:
+        mib = float(setting)
+    except ValueError:
+        mib = -1.0
+    if not 0 < mib <= HEAP_BLOCKS_UP_TO / 2**20:
+        raise UserError(f"SEQ2SEQ_HEAP_BLOCKS_MIB={setting!r} is not a number of MiB in (0, 32]")
+    return int(mib * 2**20)
+
+
 def reuse_freed_memory(use: str = "decoding") -> bool:
     """Keep freed memory mapped for reuse (glibc only); True when malloc was tuned.
 
-    `use="training"` serves blocks up to `HEAP_BLOCKS_UP_TO` from the heap and mmaps larger ones
+    `use="training"` serves blocks up to `heap_blocks_up_to()` from the heap and mmaps larger ones
     (training also calls `release_freed_memory()` now and then); `use="decoding"` serves every
     block from the heap (a short-lived process whose block sizes repeat: beam search's largest
     blocks are above 32 MiB and gain most). SEQ2SEQ_KEEP_FREED_MEMORY=0 leaves malloc alone,
@@ -96,7 +112,7 @@ def reuse_freed_memory(use: str = "decoding") -> bool:
         use = "decoding"
     if use == "training":
         # A fixed threshold also stops glibc from raising it (and the trim threshold) by itself.
-        heap = bool(libc.mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCKS_UP_TO))
+        heap = bool(libc.mallopt(_M_MMAP_THRESHOLD, heap_blocks_up_to()))
     else:
         # No mmap for large blocks (glibc falls back to mmap by itself if the heap cannot grow).
         heap = bool(libc.mallopt(_M_MMAP_MAX, 0))

@@ -90,3 +90,27 @@ def test_validation_loss_in_slices_equals_the_whole_batch_loss():
             total, counted = system.summed_loss(batch, rows=rows)
             assert counted == tokens == sum(len(t) + 1 for t in tgt)  # with EOS
             assert abs(total / counted - float(mean)) < 1e-5, (rows, total / counted, float(mean))
+
+
+def test_heap_block_limit_reads_the_environment_when_malloc_is_tuned(monkeypatch):
+    from seq2seq.errors import UserError
+    from seq2seq.runtime import HEAP_BLOCKS_UP_TO, heap_blocks_up_to
+
+    monkeypatch.delenv("SEQ2SEQ_HEAP_BLOCKS_MIB", raising=False)
+    assert heap_blocks_up_to() == HEAP_BLOCKS_UP_TO == 32 * 2**20
+    monkeypatch.setenv("SEQ2SEQ_HEAP_BLOCKS_MIB", "4")
+    assert heap_blocks_up_to() == 4 * 2**20
+    for bad in ("four", "0", "64", "-1"):
+        monkeypatch.setenv("SEQ2SEQ_HEAP_BLOCKS_MIB", bad)
+        with pytest.raises(UserError, match="SEQ2SEQ_HEAP_BLOCKS_MIB"):
+            heap_blocks_up_to()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc is tuned with glibc only")
+def test_a_bad_heap_block_limit_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQ2SEQ_HEAP_BLOCKS_MIB", "lots")
+    monkeypatch.setenv("SEQ2SEQ_KEEP_FREED_MEMORY", "1")
+    result = run(["seq2seq-train", f"hydra.run.dir={tmp_path}"], tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: SEQ2SEQ_HEAP_BLOCKS_MIB='lots' is not a number of MiB in (0, 32]"]
