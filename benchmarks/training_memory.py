@@ -13,6 +13,11 @@ a machine whose speed drifts slows them alike. Variants:
   glibc    malloc left alone (SEQ2SEQ_KEEP_FREED_MEMORY=0), release callback on
   onednn0  as shipped, with oneDNN's primitive cache off (ONEDNN_PRIMITIVE_CACHE_CAPACITY=0)
   arena1   as shipped, with one malloc arena (MALLOC_ARENA_MAX=1)
+  nothp    as shipped, without transparent huge pages (THP_MEM_ALLOC_ENABLE=0); thp sets it to 1
+  heapN    as shipped, with only blocks up to N MiB on the heap (SEQ2SEQ_HEAP_BLOCKS_MIB=N)
+  thp_heap4, thp_glibc  huge pages with 4 MiB heap blocks / with glibc's malloc untouched
+  jemalloc, jemalloc_keep, tcmalloc  another allocator through LD_PRELOAD (Debian packages
+           libjemalloc2, libtcmalloc-minimal4)
 
 A callback from this file runs inside the child (`+callbacks.memory_probe`): it records RSS,
 malloc's heap (in use / free, mallinfo2), minor page faults and target tokens at every 25th
@@ -55,8 +60,17 @@ VARIANTS = {
     # PyTorch's own switch: blocks of 2 MB and more 2 MB-aligned and madvise(MADV_HUGEPAGE)d, so a
     # freshly mapped block faults in 2 MB at a time (needs THP "madvise" or "always").
     "thp": ({"THP_MEM_ALLOC_ENABLE": "1"}, []),
+    "nothp": ({"THP_MEM_ALLOC_ENABLE": "0"}, []),  # as shipped before huge pages
     "thp_heap4": ({"THP_MEM_ALLOC_ENABLE": "1", "SEQ2SEQ_HEAP_BLOCKS_MIB": "4"}, []),
     "thp_glibc": ({"THP_MEM_ALLOC_ENABLE": "1", "SEQ2SEQ_KEEP_FREED_MEMORY": "0"}, []),
+    # Other allocators in place of glibc's malloc (Debian: apt-get install libjemalloc2
+    # libtcmalloc-minimal4); mallopt/malloc_trim then have nothing to tune.
+    "jemalloc": ({"LD_PRELOAD": "libjemalloc.so.2", "SEQ2SEQ_KEEP_FREED_MEMORY": "0"}, []),
+    # jemalloc keeping freed pages (Intel's PyTorch CPU tuning guide suggests this MALLOC_CONF).
+    "jemalloc_keep": ({"LD_PRELOAD": "libjemalloc.so.2", "SEQ2SEQ_KEEP_FREED_MEMORY": "0",
+                       "MALLOC_CONF": "oversize_threshold:1,background_thread:true,metadata_thp:auto,"
+                                      "dirty_decay_ms:9000000000,muzzy_decay_ms:9000000000"}, []),
+    "tcmalloc": ({"LD_PRELOAD": "libtcmalloc_minimal.so.4", "SEQ2SEQ_KEEP_FREED_MEMORY": "0"}, []),
 }
 WARMUP_STEPS = 10
 

@@ -114,3 +114,33 @@ def test_a_bad_heap_block_limit_is_one_line_and_exit_2(tmp_path, monkeypatch):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: SEQ2SEQ_HEAP_BLOCKS_MIB='lots' is not a number of MiB in (0, 32]"]
+
+
+def _transparent_huge_pages() -> str:
+    """Linux's THP mode ("always", "madvise", "never"), or "" where there is none."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return ""
+    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else ""
+
+
+@pytest.mark.skipif(_transparent_huge_pages() not in ("madvise", "always"), reason="needs Linux THP")
+def test_commands_put_large_tensors_on_huge_pages():
+    import subprocess
+
+    script = ("from seq2seq.runtime import reuse_freed_memory, huge_pages_mb\n"
+              "reuse_freed_memory('training')\n"
+              "import torch\n"
+              "blocks = [torch.ones(2**23) for _ in range(4)]\n"  # 4 x 32 MB
+              "print(huge_pages_mb())\n")
+
+    def huge_mb(**settings: str) -> float:
+        env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"} | settings
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                check=True, timeout=120)
+        return float(result.stdout.split()[-1])
+
+    assert huge_mb(SEQ2SEQ_KEEP_FREED_MEMORY="1") >= 64  # most of the 128 MB
+    if _transparent_huge_pages() == "madvise":  # only blocks that ask get huge pages
+        assert huge_mb(SEQ2SEQ_KEEP_FREED_MEMORY="0") == 0
