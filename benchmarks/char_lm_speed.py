@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from reporting import RESULTS, report
 
 from seq2seq.bundle import save_bundle
+from seq2seq.precision import cpu_runs_bf16_lstm
 from seq2seq.tasks.language_model.api import Generator
 from seq2seq.tasks.language_model.model import LanguageModel
 from seq2seq.tokenizer import SentencePieceSettings, train_or_load
@@ -85,7 +86,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(args.model) if args.model else fresh_model_dir(Path(tmp))
         result: dict = {"model": str(args.model or "recipe model, fresh weights")}
-        for precision in ("fp32", "bf16"):
+        bf16_runs, why = cpu_runs_bf16_lstm()
+        if not bf16_runs:  # AVX2-only CPUs: no bf16 LSTM in oneDNN
+            result["bf16_unavailable"] = why
+        for precision in ("fp32", "bf16") if bf16_runs else ("fp32",):
             generator = Generator.load(model_dir, device="cpu", precision=precision)
             model = generator.model
             result["parameters"] = sum(p.numel() for p in model.parameters())

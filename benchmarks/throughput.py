@@ -42,7 +42,7 @@ from reporting import RESULTS, report
 from seq2seq.batching import TokenBatchSampler, padding_ratio
 from seq2seq.config import CONF_DIR
 from seq2seq.metrics import score_corpus
-from seq2seq.precision import resolve_training_precision
+from seq2seq.precision import cpu_runs_bf16_lstm, resolve_training_precision
 from seq2seq.runtime import reuse_freed_memory
 from seq2seq.tasks.translation.api import Translator
 from seq2seq.tasks.translation.system import TranslationSystem
@@ -227,26 +227,29 @@ def measure_training_rounds(datamodule, variants: dict, base: list[str], args, a
     auto_precision, why = resolve_training_precision("auto", accelerator)
     auto_rounds: list[dict] = []
     result = {"train_auto_precision": auto_precision, "train_auto_reason": why}
+    bf16_runs, bf16_why = bf16_lstm_runs(args.device)
+    if not bf16_runs:  # e.g. AVX2-only CPUs: oneDNN has no bf16 LSTM, bf16-mixed cannot train at all
+        result["train_bf16_unavailable"] = bf16_why
     before = read_matmul_rates()
     for round_index in range(args.rounds):
         for name, overrides in variants.items():
             fp32 = measure_training(datamodule, overrides, base, "32-true", args.steps, args.warmup, accelerator,
                                     references[torch.float32])
             low = measure_training(datamodule, overrides, base, "bf16-mixed", args.steps, args.warmup, accelerator,
-                                   references[torch.bfloat16])
+                                   references[torch.bfloat16]) if bf16_runs else None
             if name == "train":
                 # As shipped: what trainer.precision=auto chooses here, timed beside both forced ones.
                 auto = measure_training(datamodule, overrides, base, auto_precision, args.steps, args.warmup,
                                         accelerator, references[torch.bfloat16 if "bf16" in auto_precision
                                                                 else torch.float32])
                 auto_rounds.append({"auto": auto["tgt_tokens_per_s"], "best": max(
-                    fp32["tgt_tokens_per_s"], low["tgt_tokens_per_s"])})
+                    fp32["tgt_tokens_per_s"], low["tgt_tokens_per_s"] if low else 0.0)})
             after = read_matmul_rates()
             if round_index == 0 and name == "train":
                 result["train_peak_rss_mb"] = peak_rss_mb()  # nothing bigger has run yet in this process
             fp32_rate = max(before[torch.float32], after[torch.float32])
             rounds[name].append({"fp32": fp32, "low": low, "ratio": fp32["flops_per_s"] / fp32_rate,
-                                 "speedup": low["tgt_tokens_per_s"] / fp32["tgt_tokens_per_s"]})
+                                 "speedup": low["tgt_tokens_per_s"] / fp32["tgt_tokens_per_s"] if low else None})
             before = after
     result["matmul_flops_per_s"] = statistics.median(readings[torch.float32])
     result["matmul_bf16_flops_per_s"] = statistics.median(readings[torch.bfloat16])
@@ -274,6 +277,9 @@ def measure_training_rounds(datamodule, variants: dict, base: list[str], args, a
         result[f"{name}_flops_ratio_rounds"] = [round(m["ratio"], 3) for m in measured]
         # The same achieved rate against the best matmul reading of the whole run: the strictest view.
         result[f"{name}_flops_ratio_to_best_matmul"] = result[f"{name}_flops_per_s"] / max(readings[torch.float32])
+        if not bf16_runs:
+            result[f"{name}_bf16_tgt_tokens_per_s"] = None
+            continue
         result[f"{name}_bf16_tgt_tokens_per_s"] = median(lambda m: m["low"]["tgt_tokens_per_s"])
         result[f"{name}_bf16_speedup"] = median(lambda m: m["speedup"])
         result[f"{name}_bf16_speedup_rounds"] = [round(m["speedup"], 3) for m in measured]
@@ -289,10 +295,15 @@ def batch_padding(datamodule) -> dict:
     return {"src": padding_ratio(batches, data.src_lengths), "tgt": padding_ratio(batches, data.tgt_lengths)}
 
 
+def bf16_lstm_runs(device: str) -> tuple[bool, str]:
+    """Whether bf16 autocast can run the LSTMs on `device` (always on GPUs; probed on CPUs)."""
+    return cpu_runs_bf16_lstm() if torch.device(device).type == "cpu" else (True, "")
+
+
 # --------------------------------------------------------------------- decoding
 def measure_decoding(model_dir: Path, src: list[str], refs: list[str], device: str, repeats: int) -> dict:
     result = {}
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16") if bf16_lstm_runs(device)[0] else ("fp32",):
         translator = Translator.load(model_dir, device=device, precision=precision)
         for name, beam in (("greedy", 1), ("beam5", 5)):
             translator.translate(src[:50], beam=beam)  # warm-up
@@ -384,10 +395,12 @@ def main() -> None:
             decoding = measure_decoding(model_dir, src, refs, args.device, 1 if args.quick else args.repeats)
             result["decode_model"] = str(model_dir)
             result["decode_sentences"] = len(src)
-            # The headline figures use bf16 matrix products; fp32 is reported beside them.
-            result["greedy_seconds"] = decoding["greedy_bf16_seconds"]
-            result["beam5_seconds"] = decoding["beam5_bf16_seconds"]
-            result["beam5_bleu"] = decoding["beam5_bf16_bleu"]
+            # The headline figures use bf16 matrix products where the CPU can run them; fp32 beside them.
+            headline = "bf16" if "beam5_bf16_seconds" in decoding else "fp32"
+            result["decode_headline_precision"] = headline
+            result["greedy_seconds"] = decoding[f"greedy_{headline}_seconds"]
+            result["beam5_seconds"] = decoding[f"beam5_{headline}_seconds"]
+            result["beam5_bleu"] = decoding[f"beam5_{headline}_bleu"]
             result |= decoding
     result = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}
     report(result, Path(args.out))

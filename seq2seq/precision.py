@@ -134,6 +134,31 @@ def machine_summary() -> dict:
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
+@lru_cache(maxsize=1)
+def cpu_runs_bf16_lstm() -> tuple[bool, str]:
+    """Whether PyTorch can run an LSTM under bf16 autocast on this CPU, and why not.
+
+    A probe, not a flag check: oneDNN's bf16 LSTM exists for AVX-512 CPUs (emulated where bf16
+    is not native, so slow but working) and not for AVX2-only ones (AMD Zen 3, measured: "could
+    not create a primitive descriptor for the LSTM forward propagation primitive", raised in the
+    first training step or the first translated batch). A 4-unit LSTM takes well under a second.
+    """
+    lstm = torch.nn.LSTM(4, 4, batch_first=True)
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(1, 2, 4))
+    except RuntimeError as error:
+        return False, f"this CPU ({torch.backends.cpu.get_cpu_capability()}) cannot run PyTorch's bf16 LSTM: " \
+                      f"{str(error).split('. ')[0]}"
+    return True, "bf16 LSTM runs"
+
+
+def _refuse_bf16_without_lstm(setting: str, fp32: str) -> None:
+    runs, why = cpu_runs_bf16_lstm()
+    if not runs:
+        raise UserError(f"{setting}: {why}; use auto (which picks {fp32} here) or {fp32}")
+
+
 def _is_gpu(accelerator: str) -> bool:
     if accelerator in ("gpu", "cuda"):
         return True
@@ -151,6 +176,9 @@ def resolve_training_precision(value: str | int | None, accelerator: str = "cpu"
     if text not in TRAINING_PRECISIONS:
         raise UserError(f"trainer.precision={value!r} is not one of {', '.join(TRAINING_PRECISIONS)}")
     if text != "auto":
+        # bf16-true (bf16 weights and inputs) takes another path, which works there.
+        if text == "bf16-mixed" and not _is_gpu(str(accelerator or "auto").lower()):
+            _refuse_bf16_without_lstm(f"trainer.precision={text}", "32-true")
         return text, f"trainer.precision={text} was set explicitly"
     accelerator = str(accelerator or "auto").lower()
     if _is_gpu(accelerator):
@@ -181,6 +209,8 @@ def resolve_decoding_precision(value: str | None, device: str | torch.device = "
     if text == "int8" and device_type != "cpu":
         raise UserError(f"precision=int8 runs on the CPU only (device={device_type}); use bf16 or fp32 there")
     if text != "auto":
+        if text == "bf16" and device_type == "cpu":
+            _refuse_bf16_without_lstm("precision=bf16", "fp32")
         return text, f"precision={text} was set explicitly"
     if device_type == "cuda":
         bf16, why = native_bf16_gpu()

@@ -72,6 +72,7 @@ def test_forced_bf16_gives_bf16(monkeypatch):
 @pytest.mark.parametrize("forced", ["0", "1"])
 def test_explicit_setting_overrides_detection(monkeypatch, forced):
     monkeypatch.setenv(FORCE_ENV, forced)
+    monkeypatch.setattr(precision, "cpu_runs_bf16_lstm", lambda: (True, "bf16 LSTM runs"))
     assert resolve_training_precision("32-true", "cpu") == ("32-true", "trainer.precision=32-true was set explicitly")
     assert resolve_training_precision("bf16-mixed", "cpu")[0] == "bf16-mixed"
     assert resolve_training_precision(32, "cpu")[0] == "32-true"  # Hydra hands `precision=32` over as an int
@@ -115,9 +116,40 @@ def test_training_run_resolves_auto_before_lightning_sees_it(monkeypatch, forced
     from seq2seq.experiment import precision_settings
 
     monkeypatch.setenv(FORCE_ENV, forced)
+    monkeypatch.setattr(precision, "cpu_runs_bf16_lstm", lambda: (True, "bf16 LSTM runs"))
     cfg = OmegaConf.load(Path(CONF_DIR) / "trainer" / "cpu.yaml")
     assert cfg.precision == "auto"
     settings = precision_settings(OmegaConf.create({"trainer": cfg, "model": {}}))
     assert settings == {"precision": expected}
     explicit = OmegaConf.create({"trainer": {"accelerator": "cpu", "precision": "bf16-mixed"}, "model": {}})
     assert precision_settings(explicit) == {"precision": "bf16-mixed"}
+
+
+def test_bf16_is_refused_in_one_line_where_the_cpu_has_no_bf16_lstm(monkeypatch):
+    """AVX2-only CPUs (e.g. AMD Zen 3): oneDNN cannot build a bf16 LSTM, so bf16-mixed would fail
+    in the first step with a oneDNN message; it is refused up front, naming what works instead."""
+    monkeypatch.setattr(precision, "cpu_runs_bf16_lstm", lambda: (False, "this CPU (AVX2) cannot run a bf16 LSTM"))
+    for call, message in [
+        (lambda: resolve_training_precision("bf16-mixed", "cpu"),
+         "trainer.precision=bf16-mixed: this CPU (AVX2) cannot run a bf16 LSTM; use auto (which picks 32-true "
+         "here) or 32-true"),
+        (lambda: resolve_decoding_precision("bf16", "cpu"),
+         "precision=bf16: this CPU (AVX2) cannot run a bf16 LSTM; use auto (which picks fp32 here) or fp32"),
+    ]:
+        with pytest.raises(UserError) as caught:
+            call()
+        assert str(caught.value) == message
+    monkeypatch.setenv(FORCE_ENV, "0")
+    assert resolve_training_precision("auto", "cpu")[0] == "32-true"
+    assert resolve_training_precision("bf16-true", "cpu")[0] == "bf16-true"  # bf16 weights take another path
+    assert resolve_training_precision("bf16-mixed", "gpu")[0] == "bf16-mixed"  # the probe is for CPUs
+
+
+def test_the_bf16_lstm_probe_answers_with_a_reason():
+    runs, why = precision.cpu_runs_bf16_lstm()
+    assert isinstance(runs, bool) and why
+    if runs:  # then the real thing works too
+        import torch
+
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.nn.LSTM(8, 8)(torch.zeros(3, 2, 8))
