@@ -215,7 +215,9 @@ def measure_training_rounds(datamodule, variants: dict, base: list[str], args, a
                             matmul_size: int) -> dict:
     """fp32 and bf16-mixed training of every variant in `args.rounds` interleaved rounds; medians."""
     rounds: dict[str, list[dict]] = {name: [] for name in variants}
-    readings: dict[torch.dtype, list[float]] = {torch.float32: [], torch.bfloat16: []}
+    bf16_runs, bf16_why = bf16_lstm_runs(args.device)
+    # Without a bf16 LSTM nothing trains in bf16, and a bf16 product there (AVX2) is slow to time.
+    readings: dict[torch.dtype, list[float]] = {torch.float32: [], **({torch.bfloat16: []} if bf16_runs else {})}
 
     def read_matmul_rates() -> dict[torch.dtype, float]:
         now = {dtype: matmul_flops_per_s(dtype, args.device, matmul_size) for dtype in readings}
@@ -227,7 +229,6 @@ def measure_training_rounds(datamodule, variants: dict, base: list[str], args, a
     auto_precision, why = resolve_training_precision("auto", accelerator)
     auto_rounds: list[dict] = []
     result = {"train_auto_precision": auto_precision, "train_auto_reason": why}
-    bf16_runs, bf16_why = bf16_lstm_runs(args.device)
     if not bf16_runs:  # e.g. AVX2-only CPUs: oneDNN has no bf16 LSTM, bf16-mixed cannot train at all
         result["train_bf16_unavailable"] = bf16_why
     before = read_matmul_rates()
@@ -237,11 +238,11 @@ def measure_training_rounds(datamodule, variants: dict, base: list[str], args, a
                                     references[torch.float32])
             low = measure_training(datamodule, overrides, base, "bf16-mixed", args.steps, args.warmup, accelerator,
                                    references[torch.bfloat16]) if bf16_runs else None
+            auto_reference = references[torch.bfloat16 if "bf16" in auto_precision else torch.float32]
             if name == "train":
                 # As shipped: what trainer.precision=auto chooses here, timed beside both forced ones.
                 auto = measure_training(datamodule, overrides, base, auto_precision, args.steps, args.warmup,
-                                        accelerator, references[torch.bfloat16 if "bf16" in auto_precision
-                                                                else torch.float32])
+                                        accelerator, auto_reference)
                 auto_rounds.append({"auto": auto["tgt_tokens_per_s"], "best": max(
                     fp32["tgt_tokens_per_s"], low["tgt_tokens_per_s"] if low else 0.0)})
             after = read_matmul_rates()
@@ -252,7 +253,7 @@ def measure_training_rounds(datamodule, variants: dict, base: list[str], args, a
                                  "speedup": low["tgt_tokens_per_s"] / fp32["tgt_tokens_per_s"] if low else None})
             before = after
     result["matmul_flops_per_s"] = statistics.median(readings[torch.float32])
-    result["matmul_bf16_flops_per_s"] = statistics.median(readings[torch.bfloat16])
+    result["matmul_bf16_flops_per_s"] = statistics.median(readings[torch.bfloat16]) if bf16_runs else None
     result["matmul_flops_per_s_readings"] = [round(r / 1e9, 1) for r in readings[torch.float32]]
     result["training_rounds"] = args.rounds
     if auto_rounds:
