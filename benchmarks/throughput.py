@@ -238,9 +238,9 @@ def measure_training_rounds(datamodule, variants: dict, base: list[str], args, a
                                     references[torch.float32])
             low = measure_training(datamodule, overrides, base, "bf16-mixed", args.steps, args.warmup, accelerator,
                                    references[torch.bfloat16]) if bf16_runs else None
-            auto_reference = references[torch.bfloat16 if "bf16" in auto_precision else torch.float32]
             if name == "train":
                 # As shipped: what trainer.precision=auto chooses here, timed beside both forced ones.
+                auto_reference = references[torch.bfloat16 if "bf16" in auto_precision else torch.float32]
                 auto = measure_training(datamodule, overrides, base, auto_precision, args.steps, args.warmup,
                                         accelerator, auto_reference)
                 auto_rounds.append({"auto": auto["tgt_tokens_per_s"], "best": max(

@@ -175,12 +175,12 @@ def resolve_training_precision(value: str | int | None, accelerator: str = "cpu"
     text = TRAINING_ALIASES.get(text, text)
     if text not in TRAINING_PRECISIONS:
         raise UserError(f"trainer.precision={value!r} is not one of {', '.join(TRAINING_PRECISIONS)}")
+    accelerator = str(accelerator or "auto").lower()
     if text != "auto":
         # bf16-true (bf16 weights and inputs) takes another path, which works there.
-        if text == "bf16-mixed" and not _is_gpu(str(accelerator or "auto").lower()):
+        if text == "bf16-mixed" and not _is_gpu(accelerator):
             _refuse_bf16_without_lstm(f"trainer.precision={text}", "32-true")
         return text, f"trainer.precision={text} was set explicitly"
-    accelerator = str(accelerator or "auto").lower()
     if _is_gpu(accelerator):
         bf16, why = native_bf16_gpu()
     elif accelerator in ("cpu", "auto"):
