@@ -1,4 +1,4 @@
-"""What every command does around its work: memory settings, and errors as one line."""
+"""What every command does around its work: its command line read, memory settings, and errors as one line."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from seq2seq.command_line import check_overrides, free_text_arguments
 from seq2seq.errors import UserError
 
 
@@ -46,3 +47,29 @@ def run_as_command(task: Callable | None = None, *, memory: str = "decoding") ->
             sys.exit(130)
 
     return wrapper
+
+
+def hydra_command(config_path: str, config_name: str, *, free_text: tuple[str, ...] = (),
+                  free_text_lists: tuple[str, ...] = ()) -> Callable:
+    """`@hydra.main` with the command line prepared first (seq2seq.command_line): the `free_text`
+    settings take any text as typed (`free_text_lists` ones may be repeated), and an argument
+    that Hydra's grammar cannot take is one line on stderr and exit 2, not Hydra's traceback."""
+    import hydra
+
+    def decorate(job: Callable) -> Callable:
+        hydra_main = hydra.main(config_path=config_path, config_name=config_name, version_base="1.3")(job)
+
+        @functools.wraps(job)
+        def main():
+            arguments = free_text_arguments(sys.argv[1:], free_text, free_text_lists)
+            try:
+                check_overrides(arguments)
+            except UserError as error:
+                print(f"error: {error}", file=sys.stderr)
+                sys.exit(2)
+            sys.argv[1:] = arguments
+            return hydra_main()
+
+        return main
+
+    return decorate

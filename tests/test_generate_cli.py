@@ -48,10 +48,21 @@ def test_generate_cli_continues_the_pattern(pattern_run):
     assert result.stdout == "abcdefg" + (ALPHABET[7:] + "\n" + ALPHABET + "\n" + ALPHABET)[:60] + "\n"
     # Sampling (prompt from stdin, so it can hold a line break): whole lines follow the pattern.
     sampled = run(["seq2seq-generate", f"model={model}", "max_chars=200", "temperature=0.5", "seed=1",
-                   'stop=["\\n\\n"]'], cwd=pattern_run, input="xyz\nabc")
+                   "stop=\\n\\n"], cwd=pattern_run, input="xyz\nabc")
     lines = sampled.stdout.split("\n")
     assert lines[0] == "xyz" and lines[1] == ALPHABET and len(lines) > 5
     assert all(line == ALPHABET for line in lines[2:-2])  # the last line is cut short by max_chars
+
+
+def test_generate_cli_takes_any_prompt_as_typed(pattern_run):
+    model = pattern_run / "run" / "model"
+    prompt = "ROMEO: it's, [a] {b} = ${c} \\ Müller 😀 \"x\""
+    result = run(["seq2seq-generate", f"model={model}", f"prompt={prompt}", "max_chars=5", "greedy=true",
+                  "stop=never, here", "stop=nor: 'this'"], cwd=pattern_run)
+    assert result.stdout.startswith(prompt) and len(result.stdout) == len(prompt) + 5 + 1
+    wrong = run(["seq2seq-generate", f"model={model}", "max_chars=5,6"], cwd=pattern_run, check=False)
+    assert wrong.returncode == 2
+    assert wrong.stderr.count("\n") == 1 and "'max_chars=\"5,6\"'" in wrong.stderr
 
 
 def test_generate_cli_samples_several_and_reads_the_prompt_from_stdin(pattern_run):

@@ -6,11 +6,10 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig, ListConfig
 
 from seq2seq.averaging import average, expand_inputs
-from seq2seq.command import run_as_command
+from seq2seq.command import hydra_command, run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
 
@@ -29,7 +28,7 @@ def average_command(cfg: DictConfig) -> None:
         print(f"  {path}")
 
 
-@hydra.main(config_path=APPS_CONF_DIR, config_name="average", version_base="1.3")
+@hydra_command(APPS_CONF_DIR, "average")
 def main(cfg: DictConfig) -> None:
     average_command(cfg)
 

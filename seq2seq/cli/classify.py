@@ -15,10 +15,9 @@ import sys
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING
 
-import hydra
 from omegaconf import DictConfig
 
-from seq2seq.command import run_as_command
+from seq2seq.command import hydra_command, run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
 from seq2seq.prompt import on_off, run_prompt
@@ -98,7 +97,7 @@ def classify(cfg: DictConfig) -> None:
         sys.stderr.close()
 
 
-@hydra.main(config_path=APPS_CONF_DIR, config_name="classify", version_base="1.3")
+@hydra_command(APPS_CONF_DIR, "classify")
 def main(cfg: DictConfig) -> None:
     classify(cfg)
 

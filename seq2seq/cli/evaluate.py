@@ -19,11 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, ListConfig
 
 from seq2seq.bundle import read_bundle_config
-from seq2seq.command import run_as_command
+from seq2seq.command import hydra_command, run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
 from seq2seq.metrics import compare_systems, format_comparison, format_scores, score_corpus
@@ -186,7 +185,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(config_path=APPS_CONF_DIR, config_name="evaluate", version_base="1.3")
+@hydra_command(APPS_CONF_DIR, "evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

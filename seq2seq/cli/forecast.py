@@ -14,11 +14,10 @@ from __future__ import annotations
 import logging
 import sys
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from seq2seq.command import run_as_command
+from seq2seq.command import hydra_command, run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
 from seq2seq.tasks.forecasting.series import (
@@ -79,7 +78,7 @@ def forecast(cfg: DictConfig) -> None:
                    trained_on.get("units", ""))
 
 
-@hydra.main(config_path=APPS_CONF_DIR, config_name="forecast", version_base="1.3")
+@hydra_command(APPS_CONF_DIR, "forecast")
 def main(cfg: DictConfig) -> None:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     forecast(cfg)

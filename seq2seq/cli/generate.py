@@ -14,10 +14,9 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.command import run_as_command
+from seq2seq.command import hydra_command, run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
 from seq2seq.prompt import on_off, run_prompt
@@ -148,7 +147,7 @@ def generate(cfg: DictConfig) -> None:
         sys.stderr.close()
 
 
-@hydra.main(config_path=APPS_CONF_DIR, config_name="generate", version_base="1.3")
+@hydra_command(APPS_CONF_DIR, "generate", free_text=("prompt",), free_text_lists=("stop",))
 def main(cfg: DictConfig) -> None:
     generate(cfg)
 

@@ -8,10 +8,9 @@ data.storage=memmap finds the prepared corpus instead of encoding it again.
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.command import run_as_command
+from seq2seq.command import hydra_command, run_as_command
 from seq2seq.config import CONF_DIR, build
 from seq2seq.errors import UserError
 from seq2seq.tasks.translation.corpus import read_index
@@ -33,7 +32,7 @@ def prepare(cfg: DictConfig) -> None:
         print("train on it with data.storage=memmap")
 
 
-@hydra.main(config_path=CONF_DIR, config_name="prepare", version_base="1.3")
+@hydra_command(CONF_DIR, "prepare")
 def main(cfg: DictConfig) -> None:
     prepare(cfg)
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import socket
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.command import run_as_command
+from seq2seq.command import hydra_command, run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
 
@@ -66,7 +65,7 @@ def serve(cfg: DictConfig) -> None:
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
 
 
-@hydra.main(config_path=APPS_CONF_DIR, config_name="serve", version_base="1.3")
+@hydra_command(APPS_CONF_DIR, "serve")
 def main(cfg: DictConfig) -> None:
     serve(cfg)
 

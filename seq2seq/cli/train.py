@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from seq2seq.command import run_as_command
+from seq2seq.command import hydra_command, run_as_command
 from seq2seq.config import CONF_DIR
 
 
@@ -28,7 +27,7 @@ def train_command(cfg: DictConfig) -> float | None:
     return best
 
 
-@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+@hydra_command(CONF_DIR, "train", free_text=("task.sample_prompt",))
 def main(cfg: DictConfig) -> float | None:
     return train_command(cfg)
 

@@ -16,10 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-import hydra
 from omegaconf import DictConfig
 
-from seq2seq.command import run_as_command
+from seq2seq.command import hydra_command, run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
 from seq2seq.prompt import on_off, run_prompt
@@ -174,7 +173,7 @@ def translate(cfg: DictConfig) -> None:
     translate_file(translator, cfg)
 
 
-@hydra.main(config_path=APPS_CONF_DIR, config_name="translate", version_base="1.3")
+@hydra_command(APPS_CONF_DIR, "translate")
 def main(cfg: DictConfig) -> None:
     translate(cfg)
 
