@@ -28,6 +28,7 @@ from seq2seq.checkpointing import (
 from seq2seq.config import build
 from seq2seq.errors import UserError
 from seq2seq.precision import resolve_training_precision
+from seq2seq.progress import progress_bar_wanted
 from seq2seq.tasks import Task, task_named
 from seq2seq.training import Optimization, PlateauSchedule
 
@@ -143,6 +144,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, last_validation: LastValidatio
                  SaveOnInterrupt(run_dir / "checkpoints")]
     precision = precision_settings(cfg)
     return build(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                 enable_progress_bar=progress_bar_wanted(cfg.trainer.get("enable_progress_bar", "auto")),
                  plugins=[AtomicCheckpointIO(), *precision.pop("plugins", [])], **precision)
 
 

@@ -52,6 +52,10 @@ class ClassificationSystem(TaskSystem):
         logits = self.model(batch.tokens, batch.lengths)  # (B, C)
         return F.cross_entropy(logits.float(), batch.labels, label_smoothing=self.label_smoothing), logits
 
+    def tokens_in(self, batch: LabelledBatch) -> int:
+        """Sentence pieces of a training batch, for the progress log's throughput."""
+        return int(batch.lengths.sum())
+
     def training_step(self, batch: LabelledBatch, batch_idx: int) -> torch.Tensor:
         loss, _ = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.labels.numel())

@@ -54,6 +54,12 @@ class ForecastSystem(TaskSystem):
         if self.torch_threads is not None:
             torch.set_num_threads(self.torch_threads)
 
+    progress_unit = "values"
+
+    def tokens_in(self, batch) -> int:
+        """Target values of a training batch (the mask's ones), for the progress log's throughput."""
+        return int(batch[3].sum())
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         history, flags, targets, mask = batch
         forecasts = self.model(history, flags)  # (B, horizon)

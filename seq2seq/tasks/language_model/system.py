@@ -73,6 +73,10 @@ class LanguageModelSystem(TaskSystem):
         if saved.get("state") is not None and saved.get("world_size") == 1 == self.trainer.world_size:
             self.train_state = tuple(saved["state"])
 
+    def tokens_in(self, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
+        """Characters predicted in a training batch, for the progress log's throughput."""
+        return batch[1].numel()
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
         if self.train_state is not None and self.train_state[0].device != inputs.device:

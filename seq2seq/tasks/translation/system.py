@@ -87,6 +87,10 @@ class TranslationSystem(TaskSystem):
                                            label_smoothing=self.label_smoothing, reduction="sum"))
         return total, targets.numel()
 
+    def tokens_in(self, batch: Batch) -> int:
+        """Target tokens of a training batch, for the progress log's throughput."""
+        return batch.num_tgt_tokens
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss, tokens = self.loss(batch)
         self._tokens_seen += tokens
