@@ -2,11 +2,11 @@ import json
 
 import pytest
 import torch
-from conftest import make_reversal_corpus, random_batch, tiny_model
 
 from seq2seq.bundle import load_bundle, load_state_dict, save_bundle
 from seq2seq.errors import UserError
 from seq2seq.tokenizer import SentencePieceSettings, train_or_load
+from tests.helpers import Exploit, make_reversal_corpus, random_batch, tiny_model
 
 
 @pytest.fixture
@@ -30,12 +30,6 @@ def test_round_trip_gives_the_same_model(bundle_dir):
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(src, lengths, tgt), original(src, lengths, tgt))
     assert loaded.tokenizers["src"].encode(["a dog"]) == loaded.tokenizers["tgt"].encode(["a dog"])
-
-
-class Exploit:
-    def __reduce__(self):
-        import pathlib
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
 def test_planted_pickle_is_refused_without_running(bundle_dir, tmp_path):

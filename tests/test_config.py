@@ -3,8 +3,6 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -12,14 +10,9 @@ from seq2seq.config import CONF_DIR
 from seq2seq.tasks import task_named
 from seq2seq.tasks.language_model.data import TextDataModule
 from seq2seq.training import Optimization
+from tests.helpers import compose_train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
-
-
-def compose_train(overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
 def test_there_are_experiments():

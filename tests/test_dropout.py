@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from seq2seq.dropout import Dropout, dropout
-from seq2seq.runtime import reuse_freed_memory
 
 
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
@@ -62,20 +61,3 @@ def test_bf16_stays_bf16():
 def test_rejects_a_probability_outside_0_1():
     with pytest.raises(ValueError, match="not in"):
         Dropout(1.5)
-
-
-def test_reuse_freed_memory_stops_page_faults_on_large_tensors():
-    import resource
-    import sys
-
-    if not sys.platform.startswith("linux") or not reuse_freed_memory():
-        pytest.skip("needs glibc's mallopt")
-    assert reuse_freed_memory()  # a second call is harmless
-    for _ in range(3):  # 20 MB blocks: the heap grows to hold them (it takes two rounds)
-        torch.empty(5_000_000).fill_(1.0)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):
-        torch.empty(5_000_000).fill_(1.0)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    # With mmap'ed blocks every fill would fault in all 4,883 of its 4 KB pages again.
-    assert faults < 1000

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_REVERSAL, make_reversal_corpus, random_batch, run, tiny_model
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -18,6 +17,7 @@ from seq2seq.explicit_lstm import ExplicitLSTM, make_lstm
 from seq2seq.rnn import lstm_step
 from seq2seq.tasks.language_model.model import LanguageModel
 from seq2seq.tokenizer import PAD_ID, SentencePieceSettings, train_or_load
+from tests.helpers import TINY_REVERSAL, make_reversal_corpus, random_batch, run, run_in_process, tiny_model
 
 INPUT, HIDDEN, BATCH = 5, 7, 4
 
@@ -195,8 +195,8 @@ def test_train_with_explicit_cell_exports_a_model_that_translates(tmp_path: Path
 
 def test_unknown_cell_stops_training_with_one_line(tmp_path: Path):
     make_reversal_corpus(tmp_path / "corpus", {"train": 50, "val": 5, "test": 5})
-    result = run(["seq2seq-train", *TINY_REVERSAL, "data.data_dir=corpus", "model.cell=gru",
-                  "hydra.run.dir=run"], cwd=tmp_path, check=False)
+    result = run_in_process(["seq2seq-train", *TINY_REVERSAL, "data.data_dir=corpus", "model.cell=gru",
+                  "hydra.run.dir=run"], cwd=tmp_path)
     assert result.returncode == 2
     # Training logs its progress (the seed) on stderr first; the error is the last line, and one line.
     last = result.stderr.strip().splitlines()[-1]

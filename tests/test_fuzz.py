@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_language_model import UNICODE_TEXT, char_datamodule, tiny_lm
 
 from seq2seq import Generator, Translator
 from seq2seq.bundle import save_bundle
+from tests.helpers import UNICODE_TEXT, char_datamodule, tiny_lm
 
 # Any code point but surrogates (not encodable as UTF-8, so never in a decoded file).
 UNICODE = st.text(st.characters(exclude_categories=("Cs",)), max_size=80)

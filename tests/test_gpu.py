@@ -6,9 +6,9 @@ import csv
 
 import pytest
 import torch
-from conftest import TINY_REVERSAL, make_reversal_corpus, run, tiny_model
 
 from seq2seq.tasks.translation.search import decode
+from tests.helpers import TINY_REVERSAL, make_reversal_corpus, run, tiny_model
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

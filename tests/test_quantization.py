@@ -17,7 +17,7 @@ from seq2seq.rnn import lstm_step, plain_lstm_step
 from seq2seq.tasks.translation.api import Translator
 from seq2seq.tasks.translation.search import decode
 from seq2seq.text import read_lines
-from tests.conftest import random_batch, tiny_model
+from tests.helpers import random_batch, tiny_model
 
 
 def directory_hashes(directory: Path) -> dict[str, str]:

@@ -102,9 +102,14 @@ def test_installed_translate_translates_with_a_tiny_model(wheel_env, trained_rev
 @pytest.mark.slow
 def test_cli_end_to_end_tests_pass_from_the_wheel(wheel_env, tmp_path):
     """The end-to-end CLI tests, run by the wheel's interpreter (so their commands are the wheel's)."""
-    tests = [str(ROOT / "tests" / name) for name in ("test_cli_e2e.py", "test_translate.py")]
+    # A copy of the tests outside the checkout: pytest puts the folder above the `tests` package on
+    # sys.path, and in the checkout that folder would also give `import seq2seq` the source tree.
+    copy = tmp_path / "checkout"
+    shutil.copytree(ROOT / "tests", copy / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(ROOT / "pyproject.toml", copy / "pyproject.toml")
+    tests = [str(copy / "tests" / name) for name in ("cli/test_end_to_end.py", "tasks/translation/test_translate.py")]
     result = subprocess.run([str(wheel_env / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             "--rootdir", str(ROOT), *tests], cwd=tmp_path, env=plain_env(), capture_output=True,
+                             "--rootdir", str(copy), *tests], cwd=tmp_path, env=plain_env(), capture_output=True,
                             text=True, timeout=3000)
     assert result.returncode == 0, result.stdout[-4000:]
     assert " passed" in result.stdout and "failed" not in result.stdout

@@ -1,10 +1,10 @@
 import pytest
 import torch
-from conftest import random_batch, tiny_model
 
 from seq2seq.errors import UserError
 from seq2seq.tasks.translation.model import Seq2Seq
 from seq2seq.tokenizer import BOS_ID, PAD_ID
+from tests.helpers import random_batch, tiny_model
 
 ATTENTIONS = ["none", "bahdanau", "luong_dot", "luong_general", "luong_concat"]
 

@@ -1,5 +1,7 @@
-"""Bad input through the real console scripts: one clear line on stderr, a non-zero exit, no
-traceback, and no output file left half-written. Each row of CASES is one mistake a user makes."""
+"""Bad input to the commands: one clear line on stderr, a non-zero exit, no traceback, and no
+output file left half-written. Each row of CASES is one mistake a user makes; the rows run the
+console scripts' functions in this process (run_in_process), and the last tests run real
+processes, so that the scripts themselves are checked to exit the same way."""
 
 from __future__ import annotations
 
@@ -9,11 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_REVERSAL, run
-from test_bundle import Exploit
-from test_language_model import UNICODE_TEXT, char_datamodule, tiny_lm
 
 from seq2seq.bundle import save_bundle
+from tests.helpers import TINY_REVERSAL, UNICODE_TEXT, Exploit, char_datamodule, run, run_in_process, tiny_lm
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +121,12 @@ def case_id(case) -> str:
 def test_bad_input_gives_one_clear_line(workspace, command, message, output):
     if output:
         (workspace / output).unlink(missing_ok=True)
-    result = run(command, cwd=workspace, check=False, input="")
+    result = run_in_process(command, cwd=workspace)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert "Traceback" not in result.stderr
     assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-2000:]
-    # Training logs its progress on stderr before the error; the other commands print nothing else.
+    # Training logs its progress before the error; the other commands print nothing else.
     if command[0] != "seq2seq-train":
         assert len(lines) == 1, result.stderr
     if output:

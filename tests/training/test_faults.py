@@ -12,14 +12,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import BIN, TINY_REVERSAL, make_reversal_corpus, run
-from test_language_model import UNICODE_TEXT, char_datamodule
 
 from seq2seq.checkpointing import AtomicCheckpointIO
 from seq2seq.errors import UserError
 from seq2seq.tasks.language_model.model import LanguageModel
 from seq2seq.tasks.language_model.system import LanguageModelSystem
 from seq2seq.training import Optimization
+from tests.helpers import BIN, TINY_REVERSAL, UNICODE_TEXT, char_datamodule, make_reversal_corpus, run
 
 
 class PoisonedModel(LanguageModel):

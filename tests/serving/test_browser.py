@@ -18,10 +18,10 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
-from serve_models import SlowGenerator, build_model_dirs, serving
 
 from seq2seq.serving.app import create_app
 from seq2seq.serving.models import ServedModel, load_models
+from tests.serving.model_dirs import SlowGenerator, build_model_dirs, serving
 
 pytestmark = pytest.mark.browser
 

@@ -6,7 +6,8 @@ import csv
 from pathlib import Path
 
 import pytest
-from conftest import TINY_REVERSAL, make_reversal_corpus, run
+
+from tests.helpers import TINY_REVERSAL, make_reversal_corpus, run
 
 
 def train(work: Path, name: str, seed: int) -> tuple[list[str], str]:

@@ -6,7 +6,8 @@ import csv
 
 import pytest
 import torch
-from conftest import TINY_REVERSAL, make_reversal_corpus, run
+
+from tests.helpers import TINY_REVERSAL, make_reversal_corpus, run
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import lightning as L
 import pytest
@@ -14,7 +13,7 @@ from seq2seq.bundle import save_bundle
 from seq2seq.errors import UserError
 from seq2seq.sampling import sample_tokens
 from seq2seq.tasks.language_model.api import Generator, StopFilter, TextCodec
-from seq2seq.tasks.language_model.data import TextDataModule, TextWindows
+from seq2seq.tasks.language_model.data import TextWindows
 from seq2seq.tasks.language_model.model import (
     LanguageModel,
     score_streams,
@@ -24,27 +23,7 @@ from seq2seq.tasks.language_model.model import (
 from seq2seq.tasks.language_model.system import LanguageModelSystem
 from seq2seq.tokenizer import PAD_ID, UNK_ID
 from seq2seq.training import Optimization
-
-UNICODE_TEXT = ("Ça va? Très bien.\n日本語のテキストです。\n  two  spaces\tand a tab 😀\n"
-                "ROMEO: O, she doth teach the torches to burn bright!\n") * 20
-
-
-def char_datamodule(tmp_path: Path, text: str, **settings) -> TextDataModule:
-    (tmp_path / "text.txt").write_text(text, encoding="utf-8")
-    options = dict(batch_streams=4, bptt=16, valid_streams=3, valid_warmup=8)
-    options.update(settings)
-    data = TextDataModule(data_dir=str(tmp_path), train_file="text.txt", cache_dir=str(tmp_path / "cache"),
-                          tokenizer={"vocab_size": 1000, "model_type": "char"}, **options)
-    data.prepare_data()
-    data.setup("fit")
-    return data
-
-
-def tiny_lm(vocab_size: int, **overrides) -> LanguageModel:
-    torch.manual_seed(0)
-    settings = dict(vocab_size=vocab_size, embed_dim=8, hidden_size=16, num_layers=2, dropout=0.0)
-    settings.update(overrides)
-    return LanguageModel(**settings)
+from tests.helpers import UNICODE_TEXT, char_datamodule, tiny_lm
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN, WORDS, LineDriver, Terminal, run
 
 from seq2seq import Translator
+from tests.helpers import BIN, WORDS, LineDriver, Terminal, run, run_in_process
 
 SENTENCES = ["red dog runs", "big tree house river sun", "cat", "moon car bird fish stone hill road",
              "small green", "sits sits sits dog"]
@@ -104,7 +104,7 @@ def test_attention_heatmaps_and_alignments(model_dir, tmp_path):
 def test_cli_user_errors(model_dir, tmp_path, args, message):
     if not any(a.startswith("model=") for a in args):
         args = [f"model={model_dir}", *args]
-    result = run(["seq2seq-translate", *args], cwd=tmp_path, check=False, input="")
+    result = run_in_process(["seq2seq-translate", *args], cwd=tmp_path, input="")
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

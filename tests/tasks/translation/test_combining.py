@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_reversal_corpus, random_batch, run, tiny_model
 
 from seq2seq.averaging import average, average_states
 from seq2seq.bundle import load_state_dict, save_bundle
@@ -20,6 +19,7 @@ from seq2seq.tasks.translation.api import Translator
 from seq2seq.tasks.translation.ensemble import Ensemble
 from seq2seq.tasks.translation.search import BANNED_IDS, decode, forced_scores, greedy_search
 from seq2seq.tokenizer import EOS_ID, SentencePieceSettings, train_or_load
+from tests.helpers import make_reversal_corpus, random_batch, run, tiny_model
 
 SETTINGS = SentencePieceSettings(vocab_size=24, model_type="word")
 

@@ -6,30 +6,20 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import BIN, LineDriver, Terminal, run
 
 from seq2seq import Generator
-
-ALPHABET = "abcdefghijklmnopqrstuvwxyz"
-# A text with an obvious pattern: the alphabet, one line at a time.
-PATTERN_TEXT = (ALPHABET + "\n") * 500
-
-TINY_CHAR_LM = [
-    "experiment=tiny_shakespeare_char", "data.data_dir=.", "data.download=null", "data.train_file=text.txt",
-    "data.batch_streams=8", "data.bptt=32", "model.embed_dim=16", "model.hidden_size=64", "model.dropout=0.0",
-    "optim.lr=0.01", "trainer.max_epochs=3", "trainer.precision=32-true", "task.sample_every_n_steps=20",
-    "task.sample_prompt=abc", "task.sample_chars=40", "trainer.enable_progress_bar=false",
-    "paths.cache_dir=cache",
-]
+from tests.helpers import ALPHABET, BIN, PATTERN_TEXT, TINY_CHAR_LM, LineDriver, Terminal, run, run_in_process
 
 
-@pytest.fixture(scope="module")
-def pattern_run(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("charlm")
+def train_pattern_lm(work: Path) -> None:
     (work / "text.txt").write_text(PATTERN_TEXT, encoding="utf-8")
     result = run(["seq2seq-train", *TINY_CHAR_LM, "hydra.run.dir=run"], cwd=work)
     assert "model written to" in result.stdout
-    return work
+
+
+@pytest.fixture(scope="module")
+def pattern_run(build_once) -> Path:
+    return build_once("pattern-lm", train_pattern_lm)
 
 
 def test_training_logs_samples_and_scores_the_held_out_text(pattern_run):
@@ -98,7 +88,7 @@ def test_evaluate_cli_reports_nats_and_bits_per_char(pattern_run):
 ])
 def test_generate_cli_user_errors(pattern_run, args, message):
     model = pattern_run / "run" / "model"
-    result = run(["seq2seq-generate", f"model={model}", *args], cwd=pattern_run, check=False)
+    result = run_in_process(["seq2seq-generate", f"model={model}", *args], cwd=pattern_run)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
     assert message in result.stderr and "Traceback" not in result.stderr
@@ -106,11 +96,11 @@ def test_generate_cli_user_errors(pattern_run, args, message):
 
 def test_commands_refuse_a_model_of_the_other_kind(pattern_run, trained_reversal):
     lm, translator = pattern_run / "run" / "model", trained_reversal / "run" / "model"
-    wrong = run(["seq2seq-generate", f"model={translator}", "prompt=a"], cwd=pattern_run, check=False)
+    wrong = run_in_process(["seq2seq-generate", f"model={translator}", "prompt=a"], cwd=pattern_run)
     assert wrong.returncode == 2 and "needs a lstm_lm model" in wrong.stderr
-    wrong = run(["seq2seq-translate", f"model={lm}", "input=-"], cwd=pattern_run, check=False, input="abc\n")
+    wrong = run_in_process(["seq2seq-translate", f"model={lm}", "input=-"], cwd=pattern_run, input="abc\n")
     assert wrong.returncode == 2 and "needs a seq2seq model" in wrong.stderr
-    wrong = run(["seq2seq-evaluate", f"model={lm}", "src=a", "ref=b"], cwd=pattern_run, check=False)
+    wrong = run_in_process(["seq2seq-evaluate", f"model={lm}", "src=a", "ref=b"], cwd=pattern_run)
     assert wrong.returncode == 2 and "language model: score it with text=" in wrong.stderr
 
 

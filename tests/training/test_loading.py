@@ -6,13 +6,13 @@ from dataclasses import fields
 
 import pytest
 import torch
-from conftest import TINY_REVERSAL, make_reversal_corpus, run
 
 from seq2seq.batching import loader_settings
 from seq2seq.bundle import load_state_dict
 from seq2seq.errors import UserError
 from seq2seq.tasks.translation.corpus import Batch
 from seq2seq.tasks.translation.data import TranslationDataModule
+from tests.helpers import TINY_REVERSAL, make_reversal_corpus, run, run_in_process
 
 TRAINING = [*TINY_REVERSAL, "data.data_dir=corpus", "trainer.max_epochs=2", "evaluate_test=false",
             "model.dropout=0.2", "trainer.precision=32-true"]
@@ -67,7 +67,7 @@ def test_bad_loader_settings_are_one_line_errors(tmp_path):
         loader_settings(0, "sometimes")
     assert loader_settings("auto", True) == ("auto", True)
     make_reversal_corpus(tmp_path / "corpus", {"train": 50, "val": 5, "test": 5})
-    result = run(["seq2seq-train", *TRAINING, "data.num_workers=-2", "hydra.run.dir=bad"], cwd=tmp_path, check=False)
+    result = run_in_process(["seq2seq-train", *TRAINING, "data.num_workers=-2", "hydra.run.dir=bad"], cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: data.num_workers=-2 must be auto or a count of 0 or more")

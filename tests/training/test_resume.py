@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, TINY_REVERSAL, make_reversal_corpus, run
 
 from seq2seq.bundle import load_state_dict
+from tests.helpers import BIN, TINY_REVERSAL, make_reversal_corpus, run
 
 # Dropout on, so the random state must be restored too; a step checkpoint every 4 steps.
 TRAINING = [*TINY_REVERSAL, "data.data_dir=corpus", "model.dropout=0.2", "trainer.max_epochs=3",
@@ -75,7 +75,7 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_p
 
 @pytest.mark.slow
 def test_a_language_model_resumed_mid_epoch_carries_its_stream_state_on(tmp_path):
-    from test_generate_cli import PATTERN_TEXT, TINY_CHAR_LM
+    from tests.helpers import PATTERN_TEXT, TINY_CHAR_LM
 
     (tmp_path / "text.txt").write_text(PATTERN_TEXT, encoding="utf-8")
     # 47 steps an epoch; samples every 20 steps must not disturb the random state either.

@@ -7,7 +7,8 @@ import json
 
 import pytest
 import yaml
-from conftest import TINY_REVERSAL, make_reversal_corpus, run
+
+from tests.helpers import TINY_REVERSAL, make_reversal_corpus, run
 
 pytestmark = [
     pytest.mark.slow,  # two short trainings: about 1 CPU-minute, several on a busy 2-core machine

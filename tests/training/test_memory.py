@@ -15,7 +15,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_REVERSAL, make_reversal_corpus, run
+
+from tests.helpers import TINY_REVERSAL, make_reversal_corpus, run
 
 EPOCHS = 6
 # Epoch 1 (the second) is the baseline: by then every batch shape has been seen once and the
@@ -41,7 +42,8 @@ def train_rss_by_epoch(work: Path, monkeypatch, *extra: str) -> list[float]:
     corpus = make_reversal_corpus(work / "corpus", {"train": 400, "val": 40, "test": 10}, seed=5,
                                   min_len=2, max_len=24)
     # The run may name a callback of this module (the leak).
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                      os.environ.get("PYTHONPATH", "")]))
     run(["seq2seq-train", *TINY_REVERSAL, f"data.data_dir={corpus}", "data.storage=memory", "data.max_tokens=200",
          f"trainer.max_epochs={EPOCHS}", "callbacks.early_stopping=null", "logger.tensorboard=null",
          "evaluate_test=false", "hydra.run.dir=run", *extra], cwd=work)
@@ -67,16 +69,15 @@ def test_training_memory_does_not_grow_across_epochs(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
 def test_the_growth_check_catches_a_leak(tmp_path, monkeypatch):
-    rss = train_rss_by_epoch(tmp_path, monkeypatch, "+callbacks.leak._target_=test_memory.LeakEveryStep")
+    rss = train_rss_by_epoch(tmp_path, monkeypatch, "+callbacks.leak._target_=tests.training.test_memory.LeakEveryStep")
     assert rss[-1] - rss[1] > GROWTH_BOUND_MB, rss
 
 
 def test_validation_loss_in_slices_equals_the_whole_batch_loss():
     """Validation projects 768 target positions at a time (memory); the loss is the same."""
-    from conftest import tiny_model
-
     from seq2seq.tasks.translation.corpus import make_batch
     from seq2seq.tasks.translation.system import TranslationSystem
+    from tests.helpers import tiny_model
 
     generator = torch.Generator().manual_seed(3)
     lengths = [5, 9, 2, 7, 11]

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, LineDriver, Terminal, run
 
 from seq2seq import Classifier, datasets
 from seq2seq.errors import UserError
@@ -21,6 +20,7 @@ from seq2seq.metrics import classification_scores, format_confusion
 from seq2seq.tasks.classification.data import ClassificationDataModule
 from seq2seq.tasks.classification.model import LSTMClassifier
 from seq2seq.text import repair_cp1252
+from tests.helpers import BIN, LineDriver, Terminal, run, run_in_process
 
 FILLER = ["the", "film", "plot", "actors", "story", "was", "is", "quite", "a", "very", "this", "movie",
           "and", "with", "of", "script", "ending", "music", "scenes", "cast"]
@@ -54,13 +54,16 @@ TOY_TRAINING = [
 ]
 
 
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory) -> Path:
-    work = write_toy_files(tmp_path_factory.mktemp("classify"))
+def train_toy_classifier(work: Path) -> None:
+    write_toy_files(work)
     result = run(["seq2seq-train", *TOY_TRAINING, "hydra.run.dir=run"], cwd=work)
     assert "model written to" in result.stdout
     (work / "stdout.txt").write_text(result.stdout)
-    return work
+
+
+@pytest.fixture(scope="module")
+def toy_run(build_once) -> Path:
+    return build_once("classifier", train_toy_classifier)
 
 
 def expected_label(line: str) -> str:
@@ -167,9 +170,9 @@ def test_cp1252_control_characters_are_repaired(tmp_path, caplog):
 def rt_datamodule(data_dir: Path, **overrides) -> ClassificationDataModule:
     """The recipe's data settings (conf/data/rt_polarity.yaml), reading `data_dir`."""
     from omegaconf import OmegaConf
-    from test_config import compose_train
 
     from seq2seq.config import build
+    from tests.helpers import compose_train
 
     cfg = compose_train(["experiment=rt_polarity_sentiment", f"data.data_dir={data_dir}", "data.download=null",
                          *(f"data.{k}={v}" for k, v in overrides.items())])
@@ -234,7 +237,7 @@ def test_training_refuses_bad_input_in_one_line(tmp_path, args, setup, message):
     write_toy_files(tmp_path)
     if setup is not None:
         setup(tmp_path)
-    result = run(["seq2seq-train", *TOY_TRAINING, *args, "hydra.run.dir=run"], cwd=tmp_path, check=False)
+    result = run_in_process(["seq2seq-train", *TOY_TRAINING, *args, "hydra.run.dir=run"], cwd=tmp_path)
     assert result.returncode == 2
     # Training may log progress on stderr first (e.g. the seed); the error is one last line.
     last = result.stderr.strip().splitlines()[-1]
@@ -256,8 +259,8 @@ def test_data_module_refuses_bad_files(tmp_path, setup, message):
 
 def test_classify_refuses_bad_input_in_one_line(toy_run, tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"good film\n\xff\n")
-    result = run(["seq2seq-classify", f"model={toy_run / 'run' / 'model'}", "input=bad.txt", "output=out.tsv"],
-                 cwd=tmp_path, check=False)
+    result = run_in_process(["seq2seq-classify", f"model={toy_run / 'run' / 'model'}", "input=bad.txt",
+                             "output=out.tsv"], cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == ["error: bad.txt:2: invalid UTF-8 "
                                                                               "(byte 0 of the line)"]
     assert not (tmp_path / "out.tsv").exists()

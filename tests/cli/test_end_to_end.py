@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY_REVERSAL, run
+
+from tests.helpers import TINY_REVERSAL, run, run_in_process
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_untrained_model_does_not_pass_the_gate(trained_run, tmp_path):
     (["model=run/model", "src=corpus/test.src", "ref=corpus/test.tgt", "beam=0"], "beam=0"),
 ])
 def test_evaluate_user_errors_are_one_line(trained_run, args, message):
-    result = run(["seq2seq-evaluate", *args], cwd=trained_run, check=False)
+    result = run_in_process(["seq2seq-evaluate", *args], cwd=trained_run)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -88,8 +89,8 @@ def test_train_refuses_bad_corpora_in_one_line(tmp_path, damage, message):
         (corpus / f"{split}.src").write_text("a b\nc d\ne f\n")
         (corpus / f"{split}.tgt").write_text("B A\nD C\nF E\n")
     damage(corpus)
-    result = run(["seq2seq-train", *TINY_REVERSAL, "data.data_dir=corpus", "hydra.run.dir=run"],
-                 cwd=tmp_path, check=False)
+    result = run_in_process(["seq2seq-train", *TINY_REVERSAL, "data.data_dir=corpus", "hydra.run.dir=run"],
+                 cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr

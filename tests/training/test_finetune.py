@@ -8,20 +8,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_REVERSAL, make_reversal_corpus, run
 
 from seq2seq.bundle import load_state_dict
+from tests.helpers import TINY_REVERSAL, make_reversal_corpus, run, run_in_process
 
 BASE = [*TINY_REVERSAL, "data.data_dir=corpus"]
 
 
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory) -> Path:
-    """One short epoch of the reversal task: a model that has started to learn, not finished."""
-    work = tmp_path_factory.mktemp("finetune")
+def train_base(work: Path) -> None:
     make_reversal_corpus(work / "corpus", {"train": 2000, "val": 60, "test": 60}, seed=3)
     run(["seq2seq-train", *BASE, "trainer.max_epochs=1", "hydra.run.dir=base"], cwd=work)
-    return work
+
+
+@pytest.fixture(scope="module")
+def base_run(build_once) -> Path:
+    """One short epoch of the reversal task: a model that has started to learn, not finished."""
+    return build_once("finetune-base", train_base)
 
 
 def bleu(run_dir: Path) -> float:
@@ -63,8 +65,8 @@ def test_fine_tuning_continues_and_improves(base_run):
 
 
 def test_a_shape_changing_override_is_refused_in_one_line(base_run):
-    result = run(["seq2seq-train", *BASE, "init_from=base/model", "model.decoder_hidden_size=32",
-                  "hydra.run.dir=refused"], cwd=base_run, check=False)
+    result = run_in_process(["seq2seq-train", *BASE, "init_from=base/model", "model.decoder_hidden_size=32",
+                  "hydra.run.dir=refused"], cwd=base_run)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: init_from=base/model: model.decoder_hidden_size=32 changes the shape")
@@ -72,14 +74,14 @@ def test_a_shape_changing_override_is_refused_in_one_line(base_run):
 
 
 def test_init_from_another_task_or_a_missing_directory_is_refused(base_run):
-    missing = run(["seq2seq-train", *BASE, "init_from=nowhere", "hydra.run.dir=x"], cwd=base_run, check=False)
+    missing = run_in_process(["seq2seq-train", *BASE, "init_from=nowhere", "hydra.run.dir=x"], cwd=base_run)
     assert missing.returncode == 2 and "model directory not found: nowhere" in missing.stderr
 
 
 @pytest.mark.slow
 def test_init_from_works_for_another_task_forecasting(tmp_path):
     """A forecaster fine-tuned on another series keeps the directory's scale, window and weights."""
-    from test_forecasting import TINY_FORECAST, noisy_seasonal_series, write_series
+    from tests.helpers import TINY_FORECAST, noisy_seasonal_series, write_series
 
     write_series(tmp_path / "sine.csv", noisy_seasonal_series(400, seed=1))
     write_series(tmp_path / "other.csv", 2.0 * noisy_seasonal_series(400, seed=2))
@@ -93,6 +95,6 @@ def test_init_from_works_for_another_task_forecasting(tmp_path):
     assert zero["model_config"] == base["model_config"] and zero["model_config"]["window"] == 52
     source, loaded = (load_state_dict(tmp_path / d / "model" / "weights.pt") for d in ("base", "zero"))
     assert all(torch.equal(source[k], loaded[k]) for k in source) and source.keys() == loaded.keys()
-    refused = run([*tuned, "model.hidden_size=8", "hydra.run.dir=refused"], cwd=tmp_path, check=False)
+    refused = run_in_process([*tuned, "model.hidden_size=8", "hydra.run.dir=refused"], cwd=tmp_path)
     assert refused.returncode == 2
     assert "error: init_from=base/model: model.hidden_size=8 changes the shape" in refused.stderr

@@ -6,7 +6,6 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import TINY_REVERSAL, make_reversal_corpus, run
 
 from seq2seq.batching import ResumableSampler, padding_ratio
 from seq2seq.errors import UserError
@@ -16,6 +15,7 @@ from seq2seq.tasks.translation.corpus import (
     prepare_corpus,
 )
 from seq2seq.tokenizer import SentencePieceSettings, train_or_load
+from tests.helpers import TINY_REVERSAL, make_reversal_corpus, run, run_in_process
 
 SCRIPTS = ["the cat sat on the mat", "Привет, как дела?", "日本語の文を書きます。", "مرحبا بالعالم",
            "emoji 🙂 and ümlauts", "Ελληνικά γράμματα", "한국어 문장"]
@@ -160,5 +160,5 @@ def test_prepare_then_train_from_the_memory_mapped_corpus(tmp_path):
                   cwd=tmp_path)
     assert "model written to" in trained.stdout
     assert "reusing prepared corpus" in trained.stderr + trained.stdout
-    bad = run(["seq2seq-train", *settings, "data.storage=disk", "hydra.run.dir=run2"], cwd=tmp_path, check=False)
+    bad = run_in_process(["seq2seq-train", *settings, "data.storage=disk", "hydra.run.dir=run2"], cwd=tmp_path)
     assert bad.returncode == 2 and "data.storage='disk' is not one of memory, memmap" in bad.stderr

@@ -10,11 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
-from conftest import make_reversal_corpus, tiny_model
 
 from seq2seq.bundle import save_bundle
 from seq2seq.tasks import task_named
 from seq2seq.tokenizer import SentencePieceSettings, Tokenizer, train_or_load
+from tests.helpers import make_reversal_corpus, tiny_model
 
 CHAR_TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(200))
 

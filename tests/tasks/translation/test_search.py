@@ -1,6 +1,5 @@
 import pytest
 import torch
-from conftest import random_batch, tiny_model
 
 from seq2seq.errors import UserError
 from seq2seq.sampling import sample_tokens
@@ -12,6 +11,7 @@ from seq2seq.tasks.translation.search import (
     sample,
 )
 from seq2seq.tokenizer import EOS_ID
+from tests.helpers import random_batch, tiny_model
 
 
 def trained_ish_model(attention="luong_general"):

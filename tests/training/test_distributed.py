@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY_REVERSAL, make_reversal_corpus, run
 
 from seq2seq.tasks.translation.data import TranslationDataModule
+from tests.helpers import TINY_REVERSAL, make_reversal_corpus, run
 
 
 def final_validation(run_dir: Path) -> dict[str, float]:

@@ -17,13 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from serve_models import SlowGenerator, build_model_dirs, serving
 
 from seq2seq import Classifier, Generator, Translator
 from seq2seq.errors import UserError
 from seq2seq.serving.app import ServeSettings, create_app
 from seq2seq.serving.batching import Batcher
 from seq2seq.serving.models import ServedModel, load_models, parse_model_argument
+from tests.serving.model_dirs import SlowGenerator, build_model_dirs, serving
 
 SENTENCES = ["red dog runs", "blue cat sits on the big hill", "sun", "small bird and green fish", "moon road"]
 
@@ -495,7 +495,7 @@ def test_load_benchmark_runs_both_modes_and_writes_its_figures(model_dirs, tmp_p
     sentences = tmp_path / "sentences.txt"
     sentences.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
     out = tmp_path / "load.json"
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "serve_load.py"
     result = subprocess.run([sys.executable, str(script), "--model", str(model_dirs["translator"]),
                              "--sentences", str(sentences), "--requests", "40", "--clients", "4",
                              "--time-limit", "120", "--out", str(out)],

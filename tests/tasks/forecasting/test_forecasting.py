@@ -3,18 +3,14 @@ seq2seq-train / seq2seq-forecast end to end on a noisy seasonal series with gaps
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import run
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from test_config import compose_train
 
 from seq2seq import Forecaster
 from seq2seq.bundle import load_bundle
@@ -33,28 +29,7 @@ from seq2seq.tasks.forecasting.series import (
 )
 from seq2seq.tasks.forecasting.system import ForecastSystem
 from seq2seq.training import Optimization
-
-START = dt.date(1990, 1, 6)
-
-
-def write_series(path: Path, values, start: dt.date = START, header: str = "date,level") -> Path:
-    """A weekly CSV; NaN values are written as empty cells (missing weeks)."""
-    lines = [header]
-    for week, value in enumerate(values):
-        date = (start + dt.timedelta(weeks=week)).strftime("%Y%m%d")
-        lines.append(f"{date}," + ("" if math.isnan(value) else f"{value:.4f}"))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def noisy_seasonal_series(weeks: int, seed: int = 0) -> np.ndarray:
-    """A 52-week sine (amplitude 3) on a rising trend, noise sd 0.1, and a gap of 1-6 weeks per 40 weeks."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(weeks)
-    values = 300.0 + 0.03 * t + 3.0 * np.sin(2 * np.pi * t / 52) + rng.normal(0.0, 0.1, weeks)
-    for start in rng.choice(np.arange(10, weeks - 10), size=weeks // 40, replace=False):
-        values[start:start + rng.integers(1, 7)] = np.nan
-    return values
+from tests.helpers import TINY_FORECAST, compose_train, noisy_seasonal_series, run, run_in_process, write_series
 
 
 # ----------------------------------------------------------------------------- data
@@ -174,21 +149,15 @@ def test_the_recipe_composes_with_the_split_and_metric_it_promises(tmp_path):
 
 
 # ----------------------------------------------------------------------- end to end
-TINY_FORECAST = [
-    "experiment=co2_forecast", "data.data_dir=.", "data.file=sine.csv", "data.download=null", "data.units=u",
-    "data.valid_weeks=52", "data.test_weeks=104", "data.batch_size=16", "model.window=52", "model.horizon=26",
-    "model.hidden_size=16", "task.eval_horizon=26", "optim.lr=0.01", "trainer.max_epochs=20",
-    "trainer.enable_progress_bar=false",
-]
-
-
-@pytest.fixture(scope="module")
-def sine_run(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("forecast")
+def train_forecaster(work: Path) -> None:
     write_series(work / "sine.csv", noisy_seasonal_series(400, seed=1))
     result = run(["seq2seq-train", *TINY_FORECAST, "hydra.run.dir=run"], cwd=work)
     assert "model written to" in result.stdout
-    return work
+
+
+@pytest.fixture(scope="module")
+def sine_run(build_once) -> Path:
+    return build_once("forecaster", train_forecaster)
 
 
 def test_training_beats_both_baselines_on_a_noisy_seasonal_series(sine_run):
@@ -250,7 +219,7 @@ def test_python_api_forecasts_as_the_command_does(sine_run):
 ])
 def test_bad_input_exits_2_with_one_line(sine_run, command, message):
     (sine_run / "bad.csv").write_text("day,level\n19900106,1\n", encoding="utf-8")
-    result = run(command, cwd=sine_run, check=False)
+    result = run_in_process(command, cwd=sine_run)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     assert message in result.stderr and not (sine_run / "out.csv").exists()
