@@ -12,6 +12,12 @@ import pytest
 
 from tests.helpers import TINY_REVERSAL, make_reversal_corpus, run
 
+# precision=auto picks bf16 on a CPU with native bf16, and bf16 changes the last digits of scores
+# and, now and then, a beam's choice: the tests compare exact outputs, so every test (and every
+# command it starts, which inherits the environment) computes in fp32 whatever CI's CPU is. The
+# tests of the choice itself (tests/test_precision.py) set or clear the variable themselves.
+os.environ["SEQ2SEQ_NATIVE_BF16"] = "0"
+
 
 @pytest.fixture(scope="session")
 def build_once(tmp_path_factory) -> Callable[[str, Callable[[Path], None]], Path]:
