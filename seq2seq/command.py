@@ -19,8 +19,8 @@ def debug_enabled() -> bool:
 def run_as_command(task: Callable | None = None, *, memory: str = "decoding") -> Callable:
     """What every command does around its work; `@run_as_command` or `@run_as_command(memory=...)`.
 
-    First malloc is set to keep freed memory for reuse (seq2seq.runtime: about 10% faster CPU
-    training, 20% faster beam search; `memory="training"` bounds what a long run keeps). Then a
+    First malloc is set to keep freed memory for reuse (seq2seq.runtime: faster CPU training and
+    beam search, README "Benchmarks"; `memory="training"` bounds what a long run keeps). Then a
     UserError becomes one line on stderr and exit 2, Ctrl-C exit 130; SEQ2SEQ_DEBUG=1 shows
     tracebacks.
     """

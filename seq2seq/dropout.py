@@ -1,9 +1,9 @@
 """Dropout whose mask is cheap to draw on CPU.
 
-PyTorch's CPU dropout draws one Bernoulli sample per element, which made dropout 5% of a
-Multi30k training step on 2 cores (3.4 ms for a (45, 17, 512) activation). Here each element
-gets 16 random bits cut from 64-bit draws, a quarter of the generator calls, and is kept when
-those bits fall below a threshold: 3-4x faster, forward and backward, with the keep probability
+PyTorch's CPU dropout draws one Bernoulli sample per element, which makes dropout a noticeable
+part of a CPU training step. Here each element gets 16 random bits cut from 64-bit draws, a
+quarter of the generator calls, and is kept when those bits fall below a threshold: several
+times cheaper (README, "Benchmarks"), forward and backward, with the keep probability
 rounded to a multiple of 1/65536 and the scale matched to that rounded probability, so the
 expected output still equals the input. GPUs keep PyTorch's fused kernel.
 """

@@ -1,18 +1,18 @@
 """Which number format to compute in, for the machine at hand: `precision=auto`.
 
 bf16 matrix products are about twice the fp32 rate where the hardware has them natively (x86
-CPUs with AVX-512 BF16 or AMX: Intel Cooper Lake, Sapphire Rapids and later, AMD Zen 4 and
-later; Arm CPUs with the BF16 extension; NVIDIA GPUs from Ampere on). Elsewhere oneDNN emulates
-bf16 with fp32 instructions plus conversions, and training in `bf16-mixed` ran 2.8x slower than
-`32-true` on an AVX-512 Skylake-SP without BF16 (issue 15). So "auto" means bf16 only where it
-is native, fp32 everywhere else; an explicit value always wins.
+CPUs with AVX-512 BF16 or AMX, Arm CPUs with the BF16 extension, NVIDIA GPUs from Ampere on;
+the CPU generations are listed in README, "Scale out: processes, GPUs, nodes, mixed precision,
+large corpora"). Elsewhere oneDNN emulates bf16 with fp32 instructions plus conversions, which
+makes `bf16-mixed` training slower than `32-true` (figures in the same README section). So
+"auto" means bf16 only where it is native, fp32 everywhere else; an explicit value always wins.
 
 How native bf16 is detected on a CPU, and why not otherwise:
 - The CPU feature flags the kernel reports in /proc/cpuinfo: `avx512_bf16` or `amx_bf16` on
   x86, `bf16` among the aarch64 `Features`. These name the instructions themselves.
-- Not `torch.backends.cpu.get_cpu_capability()`: it answers "AVX512" on Skylake (no bf16) and
-  on Cooper Lake (bf16) alike; it names the widest vector ISA PyTorch's kernels use, nothing more.
-- Not `torch.ops.mkldnn._is_mkldnn_bf16_supported()`: it is True on a Skylake-SP without
+- Not `torch.backends.cpu.get_cpu_capability()`: it answers "AVX512" on AVX-512 CPUs with and
+  without bf16 alike; it names the widest vector ISA PyTorch's kernels use, nothing more.
+- Not `torch.ops.mkldnn._is_mkldnn_bf16_supported()`: it is True on AVX-512 CPUs without
   AVX-512 BF16 (it checks AVX-512 BW/VL/DQ, where oneDNN can *emulate* bf16), so it says
   "bf16 works", not "bf16 is fast".
 - Not a timed probe: a few milliseconds of matrix products are noisy on shared cores and would
@@ -85,7 +85,7 @@ def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
 
 def cpu_int8_flags(cpuinfo: str | None = None) -> list[str]:
     """Flags of int8 dot-product instructions (VNNI, AMX-INT8; Arm i8mm), which make int8
-    products several times the fp32 rate; without them (e.g. Skylake-SP) int8 gains little."""
+    products several times the fp32 rate; without them int8 gains little (README, "Translate")."""
     return _cpu_flags(CPU_INT8_FLAGS, ARM_INT8_FEATURE, cpuinfo)
 
 
@@ -139,9 +139,9 @@ def cpu_runs_bf16_lstm() -> tuple[bool, str]:
     """Whether PyTorch can run an LSTM under bf16 autocast on this CPU, and why not.
 
     A probe, not a flag check: oneDNN's bf16 LSTM exists for AVX-512 CPUs (emulated where bf16
-    is not native, so slow but working) and not for AVX2-only ones (AMD Zen 3, measured: "could
-    not create a primitive descriptor for the LSTM forward propagation primitive", raised in the
-    first training step or the first translated batch). A 4-unit LSTM takes well under a second.
+    is not native, so slow but working) and not for AVX2-only ones, where oneDNN raises "could
+    not create a primitive descriptor for the LSTM forward propagation primitive" in the first
+    training step or the first translated batch. A 4-unit LSTM costs next to nothing to run.
     """
     lstm = torch.nn.LSTM(4, 4, batch_first=True)
     try:

@@ -12,11 +12,11 @@ whole modules, so a quantized nn.LSTM would speed the encoder and leave the step
 fp32. So the decoder's LSTM becomes an `Int8StepLSTM`: per layer, the input product (with both
 biases folded in) and the recurrent product are `DynamicQuantizedLinear` modules made by
 `quantize_dynamic` from nn.Linear modules holding those weights, and `lstm_step` calls its
-`int8_step` (the cell update, in fp32, is `seq2seq.rnn.lstm_cell`, as before). Everything else
-is quantized as whole modules:
+`int8_step` (the cell update, in fp32, is `seq2seq.rnn.lstm_cell`, as in the fp32 model).
+Everything else is quantized as whole modules:
 
     encoder LSTM (fused nn.LSTM)         -> stays fp32 (oneDNN) by default: PyTorch's dynamic
-                                            int8 LSTM was 3x slower (quantize_encoder=True)
+                                            int8 LSTM is slower (quantize_encoder=True)
     attention key projection             -> dynamic int8 Linear (once per batch)
     decoder LSTM, one step               -> Int8StepLSTM: int8 gate products, fp32 cell
     attentional output layer, generator  -> dynamic int8 Linear (every step; the generator is
@@ -28,12 +28,11 @@ quantized per output channel (one scale per row: the four gates of an LSTM have 
 ranges), activations per tensor.
 
 Speed depends on the CPU's int8 dot-product instructions (`machine_summary()["cpu_int8_dot_product"]`).
-On an AVX-512 Skylake-SP without VNNI (2 busy cores, 1 thread, beam 5 over 300 sentences,
-profiled) the int8 products took 4.7-5.0 s against 5.2-6.7 s for the fp32 products they replace,
-and the products are only about half of beam search (top-k, log-softmax, beam reordering, the
-encoder and attention are the rest), so int8 decoding there was 0.8-1.25x fp32, within noise.
-VNNI (Cascade Lake, Ice Lake, Zen 4 and later) or AMX-INT8 makes the int8 products several times
-faster; that is where `precision=int8` pays.
+Without them the int8 products gain little over the fp32 products they replace, and the
+products are only part of beam search (top-k, log-softmax, beam reordering, the encoder and
+attention are the rest), so int8 decoding there gains little.
+VNNI or AMX-INT8 makes the int8 products several times faster; that is where `precision=int8`
+pays (figures: README, "Translate").
 
 The loaded model is never changed: `quantize_for_decoding` works on a deep copy, and nothing is
 written to the model directory. The int8 copy is for decoding (`decode_step`, `encode`);
@@ -151,8 +150,8 @@ def quantize_for_decoding(model: nn.Module, quantize_encoder: bool = False, fuse
     """An eval-mode int8 copy of a `seq2seq.tasks.translation.model.Seq2Seq` for CPU decoding; `model` is untouched.
 
     The encoder's LSTM stays fp32 unless `quantize_encoder`: PyTorch's dynamic int8 LSTM runs
-    its cell as separate element-wise ops per step and took 3x the time of the fused fp32
-    (oneDNN) LSTM over a batch of 500 sources of 16 tokens (7.7 s vs 2.4 s, 2 busy cores).
+    its cell as separate element-wise ops per step, which is slower than the fused fp32 (oneDNN)
+    LSTM over a whole batch of sources (README, "Translate").
     """
     if not int8_supported():
         from seq2seq.errors import UserError

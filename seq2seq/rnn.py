@@ -2,9 +2,9 @@
 
 Decoding and generation call the LSTM once per token. PyTorch's fused nn.LSTM pays a fixed cost
 per call that dominates one small step in fp32 on CPU; two plain matrix products per layer do
-not (measured on 2 CPU cores, 2x512 LSTM, ms per step: batch 1 fp32 fused 4.1 / plain 0.6;
-batch 32 fp32 5.6 / 2.6; batch 32 bf16 1.2 / 1.5). So the plain step is used except where the
-fused kernel wins: on GPUs, and in bf16 autocast for batches of 16 rows or more.
+not. In bf16 autocast the fused kernel's bf16 path outweighs that cost once a batch has enough
+rows (README, "Benchmarks"). So the plain step is used except where the fused kernel wins: on
+GPUs, and in bf16 autocast for batches of 16 rows or more.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def plain_lstm_step(rnn: nn.Module, x: torch.Tensor, state: LSTMState) -> tuple[
 
 def lstm_step(rnn: nn.Module, x: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
     """One inference step of a batch-first `rnn` for (B, I) inputs; (B, H) output and new state."""
-    int8_step = getattr(rnn, "int8_step", None)  # issue 15: seq2seq.quantization.Int8StepLSTM
+    int8_step = getattr(rnn, "int8_step", None)  # precision=int8: seq2seq.quantization.Int8StepLSTM
     if int8_step is not None:
         return int8_step(x, state)
     fused = x.is_cuda or (torch.is_autocast_enabled(x.device.type) and x.size(0) >= 16)

@@ -5,16 +5,15 @@ glibc's malloc serves large blocks (above a threshold that grows to at most 32 M
 mmap and unmaps them on free, so every large tensor starts on pages the kernel must fault in
 and zero again. A training step or a beam-search step allocates and frees tensors of the same
 sizes over and over (a (tokens, vocabulary) logit matrix is 25 MB at 768 tokens x 8k pieces,
-40 MB for 1,250 beam rows), and those faults cost about 10% of an fp32 training step and 20% of
-beam-5 decoding on 2 CPU cores (measured: 17,400 page faults per step, 3,000 -> 3,300 target
-tokens/s; beam 5 over 1,000 sentences 5.4 s -> 4.5 s).
+40 MB for 1,250 beam rows), so those page faults are a noticeable part of an fp32 training step
+and of beam-search decoding on CPU; keeping the blocks on the heap avoids them (figures: README,
+"Benchmarks" and "Training memory").
 
 `reuse_freed_memory()` keeps those pages: the heap serves the blocks and never trims its free
 memory on free. The price is that the heap keeps every page it once touched. Training allocates
 tensors of new shapes for every batch, freed blocks sit between live ones, and the heap grows:
-with every block on the heap, the Multi30k recipe (fp32, 2 cores) held 1,080 MB of heap after 20
-steps and one validation, of which 320 MB in use, and its RSS rose with every validation (1,396
--> 1,517 MB from the first to the second; 4.4 GB in a 12-minute run on a faster machine).
+with every block on the heap, most of the heap is free but kept, and RSS rises with every
+validation and over a long run (README, "Training memory").
 Training therefore (`use="training"`):
 - serves blocks up to `HEAP_BLOCKS_UP_TO` (32 MiB, the largest fixed mmap threshold glibc
   accepts; a training step's largest block, the 768 x 8k logits, is 25 MB) from the heap and
@@ -27,14 +26,13 @@ short-lived and beam search's largest blocks (40 MB) gain most.
 
 The commands call `reuse_freed_memory()` first; Python users may call it themselves.
 SEQ2SEQ_KEEP_FREED_MEMORY=0 leaves malloc as it is; SEQ2SEQ_KEEP_FREED_MEMORY=all serves every
-block from the heap in training too (the setting before the memory bound).
+block from the heap in training too (no memory bound).
 SEQ2SEQ_HEAP_BLOCKS_MIB=N lowers the 32 MiB limit: memory for speed. Training shapes change with
-every batch, so the heap fragments and grows however often it is trimmed (recipe, 200 steps,
-Skylake-SP, one run each: 1,753 MB peak at 32 MiB with 1,413 target tokens/s; 958 MB and 1,094
-at 4 MiB; 890 MB and 951 at 1 MiB; benchmarks/training_memory.py --variants heap4 heap1).
+every batch, so the heap fragments and grows however often it is trimmed; serving fewer blocks
+from the heap bounds it, at the price of page faults on every block it mmaps instead (README,
+"Training memory"; benchmarks/training_memory.py --variants heap4 heap1).
 What bounds it at no cost in speed is `ask_for_huge_pages()`, which `reuse_freed_memory()` calls
-first: PyTorch's 2 MB-aligned large blocks fragment the heap less (recipe, 300 steps, AMD EPYC
-Zen 3, 3 rounds: peak 1,805 -> 1,461 MB, same tokens/s; README "Training memory").
+first: PyTorch's 2 MB-aligned large blocks fragment the heap less (README, "Training memory").
 """
 
 from __future__ import annotations
@@ -134,9 +132,9 @@ def ask_for_huge_pages() -> None:
     PyTorch's own switch: with THP_MEM_ALLOC_ENABLE=1 its CPU allocator aligns such blocks to
     2 MB and madvise(MADV_HUGEPAGE)s them, so the kernel maps (and zeroes) them 2 MB at a time
     where Linux's THP is "madvise" or "always" (a no-op where it is "never" or elsewhere).
-    Measured on the recipe (300 steps, 3 interleaved rounds, benchmarks/training_memory.py
-    --variants after thp): page faults per step 2,400 -> 460, and the heap fragments less, since
-    2 MB-aligned blocks leave fewer odd-sized holes between them. PyTorch reads the variable at
+    A block then faults in with far fewer page faults, and the heap fragments less, since
+    2 MB-aligned blocks leave fewer odd-sized holes between them (README, "Training memory";
+    benchmarks/training_memory.py --variants nothp after). PyTorch reads the variable at
     its first large allocation, so this must run before the work; a value already set wins.
     """
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")

@@ -142,7 +142,7 @@ def build_optimization(system, monitor: str, mode: str):
     """
     params = list(system.model.parameters())
     # PyTorch's fused Adam updates every parameter in one kernel instead of a dozen passes over
-    # all of them: 17 -> 5.5 ms a step for the 9.4M-parameter Multi30k model on 2 CPU cores.
+    # all of them, each of which reads and writes every parameter's memory (README, "Benchmarks").
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     settings: Optimization = system.optimization
     optimizer = OPTIMIZERS[settings.optimizer](
@@ -203,7 +203,7 @@ class ReleaseFreedMemory(L.Callback):
 
     The commands keep freed memory for reuse (`seq2seq.runtime`), which makes steps faster but
     lets the heap hold every page it ever touched; releasing now and then bounds it, at the cost
-    of faulting in again the pages the next steps use (measured in README, Benchmarks).
+    of faulting in again the pages the next steps use (README, "Training memory").
     """
 
     def __init__(self, every_n_train_steps: int = 200) -> None:

@@ -49,8 +49,8 @@ class ForecastSystem(TaskSystem):
 
     def setup(self, stage: str) -> None:
         # The model's matrix products are tiny: a second thread saves nothing, and on shared
-        # cores the threads wait for each other (CO2 recipe on 2 busy cores, same result:
-        # 9 min with 2 threads, 50 s with 1, at a load average of 5-7).
+        # cores the threads wait for each other, which can make training many times slower
+        # (recipes/co2_forecast/README.md, "Results").
         if self.torch_threads is not None:
             torch.set_num_threads(self.torch_threads)
 

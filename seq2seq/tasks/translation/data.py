@@ -198,8 +198,9 @@ class TranslationDataModule(L.LightningDataModule):
                                         shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
         gpu = on_gpu(self)
         # auto: batching runs on the training thread on CPU, where a worker process would take a
-        # core from the matrix products (measured on 2 cores: see README, Benchmarks), and in two
-        # workers beside a GPU, which it would otherwise wait for.
+        # core from the matrix products (README, "Scale out: processes, GPUs, nodes, mixed
+        # precision, large corpora", Data loading), and in two workers beside a GPU, which it
+        # would otherwise wait for.
         workers = (2 if gpu else 0) if self.num_workers == "auto" else self.num_workers
         pin = gpu if self.pin_memory == "auto" else self.pin_memory
         return ResumableLoader(self.train_set, sampler, self, num_workers=workers, pin_memory=pin)

@@ -2,7 +2,7 @@
 
 Both work on whole batches. Beam search keeps B*K hypotheses in one tensor; a sentence whose
 search is over leaves the batch, so the remaining steps only pay for sentences still being
-searched (long sentences no longer drag a batch of short finished ones along)."""
+searched (long sentences do not drag a batch of short finished ones along)."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def beam_search(
         # 2K candidates guarantee K that do not end here: at most K of them (one per beam) are EOS.
         # A beam adds the same running score to all its tokens, so the sentence's 2K best
         # candidates are among its beams' 2K best tokens each: two small top-k's replace one
-        # over K x vocabulary sums (20% of beam-5 decoding time with an 8k vocabulary).
+        # over K x vocabulary sums, which is costly with a large vocabulary (README, "Benchmarks").
         width = min(2 * k, log_probs.size(-1))
         beam_scores, beam_tokens = log_probs.topk(width, dim=1)  # (B'*K, W)
         candidates = (scores.view(-1, 1) + beam_scores).view(len(alive), k * width)
