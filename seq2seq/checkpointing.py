@@ -88,7 +88,9 @@ class LastCheckpoint(L.Callback):
         self._saved_step = -1
 
     def _save(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        # The whole training state (optimizer, loops, callbacks), to resume from; saying so also
+        # spares the log Lightning's "`weights_only` was not set" line at every save.
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
@@ -141,7 +143,7 @@ class SaveOnInterrupt(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, KeyboardInterrupt):
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
         if trainer.is_global_zero:
             print(f"\ninterrupted at epoch {trainer.current_epoch} step {trainer.global_step}; continue with "
                   f"resume={self.path}", file=sys.stderr)
