@@ -364,9 +364,10 @@ def main() -> None:
             corpus.mkdir()
             # --synthetic: as many source and target words as the recipe's 8k joint vocabulary has pieces,
             # so that the output layer costs what it costs on Multi30k.
-            quick_corpus(corpus, 400, 60) if args.quick else quick_corpus(corpus, 20_000, 4_100)
+            pairs, words, vocab_size = (400, 60, 100) if args.quick else (20_000, 4_100, 8000)
+            quick_corpus(corpus, pairs, words)
             base += [f"paths.data_root={tmp}", "data.download=null", "tokenizer.model_type=word",
-                     f"tokenizer.vocab_size={100 if args.quick else 8000}"]
+                     f"tokenizer.vocab_size={vocab_size}"]
         if args.quick:
             base += ["model.embed_dim=32", "model.encoder_hidden_size=32", "model.decoder_hidden_size=64",
                      "model.encoder_layers=1"]
