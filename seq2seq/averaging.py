@@ -86,6 +86,9 @@ def average_states(states: Sequence[dict[str, torch.Tensor]], names: Sequence[st
     return averaged
 
 
+KEPT_FILES = ("shortlist.json",)  # seq2seq.tasks.translation.shortlist.SHORTLIST_FILE
+
+
 def template_directory(paths: Sequence[Path], like: str | os.PathLike | None) -> Path:
     if like is not None:
         return Path(like)
@@ -125,4 +128,7 @@ def average(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
              if k not in ("format", "format_version", "model_type", "model_config", "tokenizers")}
     extra["averaged_from"] = [str(p.resolve()) for p in paths]
     tokenizer_files = {role: template / name for role, name in config.get("tokenizers", {}).items()}
-    return save_bundle(output, bundle.model, config["model_type"], tokenizer_files, extra)
+    # Averaging changes no vocabulary, so the template's shortlist (built from the same training
+    # corpus and tokenizers) stays valid.
+    kept = {name: template / name for name in KEPT_FILES if (template / name).is_file()}
+    return save_bundle(output, bundle.model, config["model_type"], tokenizer_files, extra, files=kept)

@@ -6,6 +6,7 @@ Layout of `<dir>`:
   weights.pt     the state dict, read with torch.load(weights_only=True): tensors only, so a
                  planted pickle cannot run code
   *.spm.model    SentencePiece models
+  shortlist.json a translation model's vocabulary shortlist (seq2seq.tasks.translation.shortlist)
 
 The model class is looked up by its type name in the toolkit's own table of tasks
 (`seq2seq.tasks.TASKS`), never imported from a string in the file.
@@ -49,8 +50,11 @@ def save_bundle(
     model_type: str,
     tokenizer_files: dict[str, str | os.PathLike],
     extra: dict[str, Any] | None = None,
+    files: dict[str, str | os.PathLike] | None = None,
 ) -> Path:
-    """Write a model directory atomically: it appears complete or not at all."""
+    """Write a model directory atomically: it appears complete or not at all.
+
+    `files`: further files copied in, by their name in the directory (a vocabulary shortlist)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tokenizers = {}
@@ -74,6 +78,10 @@ def save_bundle(
             "tokenizers": tokenizers,
             **(extra or {}),
         }
+        for name, source in (files or {}).items():
+            if Path(name).name != name or name in (CONFIG_FILE, WEIGHTS_FILE):
+                raise ValueError(f"{name!r} cannot be a file of a model directory")
+            shutil.copyfile(source, staging / name)
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         torch.save(state, staging / WEIGHTS_FILE)

@@ -18,6 +18,20 @@ CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 APPS_CONF_DIR = str(Path(CONF_DIR) / "apps")
 
 
+def register_configs() -> None:
+    """Config nodes derived from code rather than written in YAML: the translation decoding
+    options (seq2seq.tasks.translation.options), as training's `decoding: default` group (the
+    model's defaults, recorded in model.json) and as the all-null `translation_decoding` node the
+    translate and evaluate commands extend ("null: the model's default")."""
+    from hydra.core.config_store import ConfigStore
+
+    from seq2seq.tasks.translation.options import config_node
+
+    store = ConfigStore.instance()
+    store.store(group="decoding", name="default", node=config_node(unset=False))
+    store.store(name="translation_decoding", node=config_node(unset=True))
+
+
 def build(config, **kwargs):
     """hydra.utils.instantiate, letting our own one-line errors through unwrapped."""
     # Imported here: hydra.utils costs half a second, and commands that only read their config

@@ -180,9 +180,13 @@ def export_model(task: Task, trainer: L.Trainer, system: L.LightningModule, data
     trained = {"epochs": trainer.current_epoch, "steps": trainer.global_step, monitor.replace("/", "_"): chosen}
     if cfg.get("init_from"):
         trained["init_from"] = str(Path(cfg.init_from).resolve())
-    tokenizer_files, extra = task.module("system").export_contents(datamodule, cfg)
+    system_module = task.module("system")
+    tokenizer_files, extra = system_module.export_contents(datamodule, cfg)
+    # Optional per task: further files of the model directory (a translator's shortlist).
+    export_files = getattr(system_module, "export_files", None)
+    files = export_files(datamodule, cfg, run_dir) if export_files else {}
     return save_bundle(run_dir / "model", system.model, task.model_type, tokenizer_files,
-                       extra | {"trained": trained}), chosen
+                       extra | {"trained": trained}, files=files), chosen
 
 
 def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Path | None, float | None]:

@@ -103,7 +103,10 @@ class Int8StepLSTM(nn.Module):
     gets its own activation scale (embeddings and hidden states have different ranges).
     """
 
-    def __init__(self, rnn: nn.Module, fuse_gates: bool = False) -> None:
+    def __init__(self, rnn: nn.Module, fuse_gates: bool = False, table_columns: int = 0) -> None:
+        """`table_columns`: the first layer's leading input columns (the embedding) whose share of
+        the gates, biases included, the caller looks up (`int8_step(..., input_gates=)`); the
+        first layer then multiplies only the remaining columns, in int8."""
         super().__init__()
         self.fuse_gates = fuse_gates
         if getattr(rnn, "bidirectional", False) or not getattr(rnn, "batch_first", True):
@@ -120,14 +123,29 @@ class Int8StepLSTM(nn.Module):
                 recurrent.append(_linear(w_hh, None))
         self.input_products = nn.ModuleList(inputs)
         self.recurrent_products = nn.ModuleList(recurrent)
+        self.table_columns = table_columns
+        self.fed_product = None  # layer 0's product over the columns after the table's, no bias
+        if table_columns:
+            w_ih, w_hh, _ = (t.detach().float() for t in layer_weights(rnn, 0))
+            self.recurrent_0 = _linear(w_hh, None)
+            if w_ih.size(1) > table_columns:
+                self.fed_product = _linear(w_ih[:, table_columns:].contiguous(), None)
 
-    def int8_step(self, x: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
-        """(B, I) inputs -> (B, H) top-layer output and the new (h, c), each (L, B, H)."""
+    def int8_step(self, x: torch.Tensor | None, state: LSTMState, input_gates: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, LSTMState]:
+        """(B, I) inputs -> (B, H) top-layer output and the new (h, c), each (L, B, H).
+
+        With `input_gates` (B, 4H), the embedding's looked-up share of the first layer's gates, `x`
+        holds only the remaining input columns (None when there are none)."""
         h, c = state
         hs, cs = [], []
-        layer_input = x.float()
+        layer_input = None if x is None else x.float()
         for layer in range(self.num_layers):
-            if self.fuse_gates:
+            if layer == 0 and input_gates is not None:
+                gates = input_gates + self.recurrent_0(h[0].float())
+                if layer_input is not None:
+                    gates = gates + self.fed_product(layer_input)
+            elif self.fuse_gates:
                 gates = self.input_products[layer](torch.cat([layer_input, h[layer].float()], dim=1))
             else:
                 gates = self.input_products[layer](layer_input) + self.recurrent_products[layer](h[layer].float())
@@ -166,8 +184,28 @@ def quantize_for_decoding(model: nn.Module, quantize_encoder: bool = False, fuse
         for name in ("key_projection", "query_projection"):
             if isinstance(getattr(attention, name, None), nn.Linear):
                 setattr(attention, name, _quantize_linear(getattr(attention, name)))
-    decoder.rnn = Int8StepLSTM(decoder.rnn, fuse_gates)
+    # The embedding's share of the first layer's gates is looked up from a table built from the
+    # fp32 weights (exact, and no product at all), as the fp32 decoder does.
+    table = decoder.embedding_gates()
+    if table is not None:
+        decoder.frozen_gate_table = table.detach().clone()
+    decoder.rnn = Int8StepLSTM(decoder.rnn, fuse_gates,
+                               table_columns=decoder.embedding.embedding_dim if table is not None else 0)
     decoder.output_layer = _quantize_linear(decoder.output_layer)
     # Tied to the target embeddings in the fp32 model; the embedding lookup keeps the fp32 table.
+    # The fp32 layer stays beside it: a shortlist quantizes its rows per batch (`restricted_linear`).
+    quantized.float_generator = quantized.generator
     quantized.generator = _quantize_linear(quantized.generator)
     return quantized
+
+
+def restricted_linear(layer: nn.Module, ids: torch.Tensor, int8: bool) -> nn.Module:
+    """The output rows `ids` of an nn.Linear, as a new Linear (dynamic int8 with `int8`).
+
+    Quantization is per output row, so the int8 rows equal those of the whole quantized layer."""
+    restricted = nn.Linear(layer.in_features, len(ids), bias=layer.bias is not None).to(layer.weight.device)
+    with torch.no_grad():
+        restricted.weight.copy_(layer.weight.index_select(0, ids))
+        if layer.bias is not None:
+            restricted.bias.copy_(layer.bias.index_select(0, ids))
+    return _quantize_linear(restricted) if int8 else restricted

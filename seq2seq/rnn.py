@@ -53,13 +53,48 @@ def plain_lstm_step(rnn: nn.Module, x: torch.Tensor, state: LSTMState) -> tuple[
     return layer_input, (torch.stack(hs), torch.stack(cs))
 
 
+def lstm_step_from_gates(rnn: nn.Module, input_gates: torch.Tensor, fed: torch.Tensor | None, state: LSTMState
+                         ) -> tuple[torch.Tensor, LSTMState]:
+    """One inference step whose first layer's share of the input is already in `input_gates`.
+
+    The decoder's input is [embedding of the previous token; fed], and the embedding's product
+    with the first layer's weights (plus both biases) depends only on the token: it is looked up
+    from a table (`Decoder.embedding_gates`) instead of multiplied at every step. `fed` (B, F)
+    is the rest of the input (attention context, fed-back output), the last F input columns;
+    None when there is none.
+    """
+    int8_step = getattr(rnn, "int8_step", None)
+    if int8_step is not None:
+        return int8_step(fed, state, input_gates=input_gates)
+    h, c = state
+    hs, cs = [], []
+    layer_input = None
+    for layer in range(rnn.num_layers):
+        w_ih, w_hh, bias = layer_weights(rnn, layer)
+        if layer == 0:
+            gates = torch.addmm(input_gates, h[0], w_hh.t())
+            if fed is not None:
+                gates = gates.addmm_(fed, w_ih[:, w_ih.size(1) - fed.size(1):].t())
+        else:
+            gates = torch.addmm(bias, layer_input, w_ih.t()).addmm_(h[layer], w_hh.t())
+        h_new, c_new = lstm_cell(gates, c[layer])
+        hs.append(h_new)
+        cs.append(c_new)
+        layer_input = h_new
+    return layer_input, (torch.stack(hs), torch.stack(cs))
+
+
+def uses_fused_step(x: torch.Tensor) -> bool:
+    """Whether one inference step goes through the fused nn.LSTM kernel (see the module text)."""
+    return x.is_cuda or (torch.is_autocast_enabled(x.device.type) and x.size(0) >= 16)
+
+
 def lstm_step(rnn: nn.Module, x: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
     """One inference step of a batch-first `rnn` for (B, I) inputs; (B, H) output and new state."""
     int8_step = getattr(rnn, "int8_step", None)  # precision=int8: seq2seq.quantization.Int8StepLSTM
     if int8_step is not None:
         return int8_step(x, state)
-    fused = x.is_cuda or (torch.is_autocast_enabled(x.device.type) and x.size(0) >= 16)
-    if fused:
+    if uses_fused_step(x):
         output, state = rnn(x.unsqueeze(1), state)
         return output.squeeze(1), state
     return plain_lstm_step(rnn, x, state)

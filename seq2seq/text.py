@@ -115,6 +115,15 @@ def repair_cp1252(line: str) -> str:
     return line.translate(CP1252_REPAIRS)
 
 
+def publish(temporary: str | os.PathLike, target: Path) -> None:
+    """Rename a finished temporary file into place, with the permissions a plain open() would
+    have given it (tempfile creates files readable by their owner only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    os.replace(temporary, target)
+
+
 @contextmanager
 def open_output(path: str | None) -> Iterator[IO[str]]:
     """stdout, or a temporary file beside `path` renamed into place only on success."""
@@ -139,7 +148,7 @@ def open_output(path: str | None) -> Iterator[IO[str]]:
             # e.g. the disk filled up: nothing half-written is left, and the old file is untouched
             raise UserError(f"output={path}: writing failed ({error.strerror or error}); nothing was written") from None
         raise
-    os.replace(handle.name, target)
+    publish(handle.name, target)
 
 
 def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:

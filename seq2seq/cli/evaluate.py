@@ -29,6 +29,7 @@ from seq2seq.metrics import compare_systems, format_comparison, format_scores, s
 from seq2seq.tasks.language_model.api import MODEL_TYPE as GENERATOR_MODEL_TYPE
 from seq2seq.tasks.language_model.api import Generator
 from seq2seq.tasks.translation.api import Translator
+from seq2seq.tasks.translation.options import OPTION_NAMES
 from seq2seq.text import open_output, read_lines, read_text
 
 
@@ -69,8 +70,8 @@ def model_paths(value) -> list[str]:
 
 
 def decode_options(cfg: DictConfig) -> dict:
-    return {"beam": cfg.beam, "length_penalty": cfg.length_penalty, "max_len_ratio": cfg.max_len_ratio,
-            "max_len_offset": cfg.max_len_offset, "batch_tokens": cfg.batch_tokens}
+    """The decoding options set on the command line (None: the model's default)."""
+    return {name: cfg.get(name) for name in OPTION_NAMES}
 
 
 def read_pair(cfg: DictConfig, model_config: dict) -> tuple[Path, list[str], Path, list[str]]:
@@ -89,11 +90,11 @@ def write_json(cfg: DictConfig, result: dict) -> None:
             out.write(json.dumps(result, indent=2) + "\n")
 
 
-def score_references(cfg: DictConfig, translator: Translator) -> dict:
+def score_references(cfg: DictConfig, translator: Translator, batch_tokens: int) -> dict:
     """log P(ref | src) per sentence (forced decoding), one per line on stdout or in output=."""
     src_path, src_lines, ref_path, ref_lines = read_pair(cfg, translator.bundle.config)
     start = time.perf_counter()
-    scores = translator.score(src_lines, ref_lines, batch_tokens=cfg.batch_tokens)
+    scores = translator.score(src_lines, ref_lines, batch_tokens=batch_tokens)
     seconds = time.perf_counter() - start
     pieces = sum(len(ids) + 1 for ids in translator.tgt_tokenizer.encode(ref_lines))  # + EOS each
     total = sum(scores)
@@ -116,7 +117,7 @@ def compare(cfg: DictConfig) -> dict:
     first_model = next((model_paths(e)[0] for e in entries if Path(model_paths(e)[0]).is_dir()), None)
     model_config = read_bundle_config(first_model) if first_model else {}
     src_path, src_lines, ref_path, ref_lines = read_pair(cfg, model_config)
-    named, timings = [], {}
+    named, timings, beams = [], {}, {}
     for entry in entries:
         paths = model_paths(entry)
         name = "+".join(paths)
@@ -126,18 +127,20 @@ def compare(cfg: DictConfig) -> dict:
                 raise UserError(f"{paths[0]} has {len(hyps)} lines but {ref_path} has {len(ref_lines)}")
         else:
             translator = Translator.load(paths, device=cfg.device, precision=cfg.precision)
+            options = translator.options(**decode_options(cfg))
             start = time.perf_counter()
-            hyps = translator.translate(src_lines, **decode_options(cfg))
+            hyps = translator.translate(src_lines, options)
             timings[name] = round(time.perf_counter() - start, 3)
-            print(f"{name}: {len(src_lines)} sentences decoded in {timings[name]:.2f} s (beam {cfg.beam})",
+            print(f"{name}: {len(src_lines)} sentences decoded in {timings[name]:.2f} s (beam {options.beam})",
                   file=sys.stderr)
+            beams[name] = options.beam
         named.append((name, hyps))
     report = compare_systems(named, ref_lines, bootstrap_samples=cfg.bootstrap_samples, ar_trials=cfg.ar_trials)
     print(format_comparison(report))
     for label, signatures in report["signatures"].items():
         for metric, signature in signatures.items():
             print(f"{label} {metric}: {signature}", file=sys.stderr)
-    result = report | {"src": str(src_path), "ref": str(ref_path), "beam": cfg.beam,
+    result = report | {"src": str(src_path), "ref": str(ref_path), "beam": beams,
                        "decode_seconds": timings}
     write_json(cfg, result)
     return result
@@ -162,19 +165,21 @@ def evaluate(cfg: DictConfig) -> dict:
         raise UserError(f"min_bleu={cfg.min_bleu!r} must be a number (a BLEU score, e.g. min_bleu=30)")
     start = time.perf_counter()
     translator = Translator.load(paths, device=cfg.device, precision=cfg.precision)
+    options = translator.options(**decode_options(cfg))
     if cfg.score_ref:
-        return score_references(cfg, translator)
+        return score_references(cfg, translator, options.batch_tokens)
     src_path, src_lines, ref_path, ref_lines = read_pair(cfg, translator.bundle.config)
     loaded = time.perf_counter()
-    hyps = translator.translate(src_lines, **decode_options(cfg))
+    hyps = translator.translate(src_lines, options)
     decoded = time.perf_counter()
     scores = score_corpus(hyps, ref_lines)
     result = {name: s.as_dict() for name, s in scores.items()} | {
         "model": paths[0] if len(paths) == 1 else paths, "src": str(src_path), "ref": str(ref_path),
-        "beam": cfg.beam, "length_penalty": cfg.length_penalty, "sentences": len(src_lines),
+        "beam": options.beam, "length_penalty": options.length_penalty, "shortlist": options.shortlist,
+        "sentences": len(src_lines),
         "decode_seconds": round(decoded - loaded, 3), "total_seconds": round(decoded - start, 3)}
     print(format_scores(scores))
-    print(f"{len(src_lines)} sentences decoded in {decoded - loaded:.2f} s (beam {cfg.beam})", file=sys.stderr)
+    print(f"{len(src_lines)} sentences decoded in {decoded - loaded:.2f} s (beam {options.beam})", file=sys.stderr)
     if cfg.output:
         with open_output(cfg.output) as out:
             out.write("\n".join(hyps) + "\n")

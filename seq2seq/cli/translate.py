@@ -21,42 +21,24 @@ from omegaconf import DictConfig
 from seq2seq.command import hydra_command, run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
-from seq2seq.prompt import on_off, run_prompt
+from seq2seq.prompt import run_prompt
+from seq2seq.tasks.translation.options import OPTION_NAMES, DecodingOptions, prompt_settings
+from seq2seq.tasks.translation.options import prompt_help as prompt_options_help
 from seq2seq.text import checked_input_path, line_chunks, open_input, open_output
 
 # The model code (torch) is imported when a model is loaded, not for --help or a bad setting.
 if TYPE_CHECKING:
     from seq2seq.tasks.translation.api import ScoredTranslation, Translator
 
-HELP = """commands:
-  :help                 this text
-  :beam N               beam size (1 = greedy)
-  :nbest N              show the N best translations with scores
-  :lp X                 length penalty alpha (0 = off)
-  :norepeat N           forbid repeating n-grams of size N (0 = off)
-  :sample on|off        sample instead of beam search
-  :temperature X  :top_k N  :top_p X   sampling settings
-  :settings             show the current settings
-  :quit                 leave (Ctrl-D and Ctrl-C also do)
-Any other line is translated."""
+def prompt_help() -> str:
+    return "\n".join(["commands:", "  :help                 this text", prompt_options_help(),
+                      "  :settings             show the current settings",
+                      "  :quit                 leave (Ctrl-D and Ctrl-C also do)", "Any other line is translated."])
 
 
-# name -> (option, parser); the prompt's commands change these settings.
-SETTINGS = {
-    "beam": ("beam", int), "nbest": ("nbest", int), "lp": ("length_penalty", float),
-    "norepeat": ("no_repeat_ngram_size", int), "sample": ("sampling", on_off),
-    "temperature": ("temperature", float), "top_k": ("top_k", int), "top_p": ("top_p", float),
-}
-
-
-def decoding_options(cfg: DictConfig) -> dict:
-    return {
-        "beam": cfg.beam, "nbest": cfg.nbest, "length_penalty": cfg.length_penalty,
-        "max_len_ratio": cfg.max_len_ratio, "max_len_offset": cfg.max_len_offset,
-        "batch_tokens": cfg.batch_tokens, "no_repeat_ngram_size": cfg.no_repeat_ngram_size,
-        "sampling": cfg.sampling, "temperature": cfg.temperature, "top_k": cfg.top_k,
-        "top_p": cfg.top_p, "seed": cfg.seed,
-    }
+def decoding_settings(cfg: DictConfig) -> dict:
+    """The decoding options set on the command line (unset ones are None: the model's default)."""
+    return {name: cfg.get(name) for name in OPTION_NAMES}
 
 
 def format_nbest(line_index: int, hyps: list[ScoredTranslation]) -> str:
@@ -79,10 +61,9 @@ def clip_long_lines(translator: Translator, lines: list[str], first_line: int, l
 
 
 def translate_stream(translator: Translator, chunks: Iterable[list[str]], out: IO[str], cfg: DictConfig,
-                     progress=None) -> int:
+                     options: DecodingOptions, progress=None) -> int:
     """Translate chunk after chunk of lines, writing each chunk's outputs in input order and
     flushing them before the next chunk is read."""
-    options = decoding_options(cfg)
     plot_dir = Path(cfg.plot_attention) if cfg.plot_attention else None
     if plot_dir is not None:
         from seq2seq.plots import save_attention
@@ -91,11 +72,11 @@ def translate_stream(translator: Translator, chunks: Iterable[list[str]], out: I
     done = 0
     for chunk in chunks:
         chunk = clip_long_lines(translator, chunk, done, cfg.max_input_pieces)
-        results = translator.translate(chunk, return_hypotheses=True, return_attention=plot_dir is not None,
-                                       **options)
+        results = translator.translate(chunk, options, return_hypotheses=True,
+                                       return_attention=plot_dir is not None)
         for offset, hyps in enumerate(results):
             index = done + offset
-            if cfg.nbest > 1:
+            if options.nbest > 1:
                 out.write(format_nbest(index, hyps))
             else:
                 out.write(hyps[0].text + "\n")
@@ -115,7 +96,7 @@ def count_lines(path: Path) -> int:
         return sum(1 for _ in handle)
 
 
-def translate_file(translator: Translator, cfg: DictConfig) -> None:
+def translate_file(translator: Translator, cfg: DictConfig, options: DecodingOptions) -> None:
     total = None if cfg.input == "-" else count_lines(checked_input_path(cfg.input))
     progress = None
     show = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
@@ -125,15 +106,16 @@ def translate_file(translator: Translator, cfg: DictConfig) -> None:
         progress = tqdm(total=total, unit="line", file=sys.stderr, dynamic_ncols=True)
     try:
         with open_input(cfg.input) as (source, name), open_output(cfg.output) as out:
-            translate_stream(translator, line_chunks(source, name, max(1, cfg.chunk_lines)), out, cfg, progress)
+            translate_stream(translator, line_chunks(source, name, max(1, cfg.chunk_lines)), out, cfg, options,
+                             progress)
     finally:
         if progress is not None:
             progress.close()
 
 
-def interactive(translator: Translator, cfg: DictConfig) -> None:
+def interactive(translator: Translator, cfg: DictConfig, chosen: DecodingOptions) -> None:
     """A read-translate-print loop with line editing and history (readline)."""
-    options = decoding_options(cfg)
+    options = chosen.as_dict()  # the prompt's commands change these
     limit = cfg.max_input_pieces
 
     def respond(line: str) -> None:
@@ -153,7 +135,7 @@ def interactive(translator: Translator, cfg: DictConfig) -> None:
             print(hyps[0].text)
 
     run_prompt(f"seq2seq-translate: {cfg.model} ({translator.device}). Type a sentence, or :help.",
-               ".seq2seq_translate_history", options, SETTINGS, HELP, respond)
+               ".seq2seq_translate_history", options, prompt_settings(), prompt_help(), respond)
 
 
 @run_as_command
@@ -163,14 +145,14 @@ def translate(cfg: DictConfig) -> None:
     from seq2seq.tasks.translation.api import Translator
 
     translator = Translator.load(cfg.model, device=cfg.device, precision=cfg.precision)
-    # Check the decoding settings once, before any input is read.
-    translator.translate([], **decoding_options(cfg))
+    # The settings over the model's defaults, checked once, before any input is read.
+    options = translator.options(**decoding_settings(cfg))
     if cfg.input is None and sys.stdin.isatty():
-        interactive(translator, cfg)
+        interactive(translator, cfg, options)
         return
     if cfg.input is None:
         cfg.input = "-"
-    translate_file(translator, cfg)
+    translate_file(translator, cfg, options)
 
 
 @hydra_command(APPS_CONF_DIR, "translate")

@@ -28,12 +28,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 import seq2seq
 from seq2seq.errors import UserError
 from seq2seq.serving.batching import Batcher
 from seq2seq.serving.models import ServedModel
+from seq2seq.tasks.translation.options import request_fields
 
 STATIC_DIR = resources.files("seq2seq.serving") / "static"
 
@@ -72,20 +73,13 @@ class Body(BaseModel):
                                                 "one model of the task is served")
 
 
-class TranslateBody(Body):
-    text: list[str] = Field(..., description="sentences to translate", examples=[["Ein Hund läuft im Park."]])
-    beam: int = Field(5, ge=1, description="beam size (1 = greedy)")
-    nbest: int = Field(1, ge=1, description="translations returned per sentence (at most beam)")
-    length_penalty: float = Field(1.0, ge=0.0)
-    max_len_ratio: float = Field(2.0, gt=0.0)
-    max_len_offset: int = Field(10, ge=0)
-    no_repeat_ngram_size: int = Field(0, ge=0)
-    sampling: bool = Field(False, description="sample instead of beam search; nbest = samples")
-    temperature: float = Field(1.0, gt=0.0)
-    top_k: int = Field(0, ge=0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = Field(None, description="makes sampling reproducible")
-    return_attention: bool = Field(False, description="the attention matrix of the best translation")
+# The decoding fields come from the options type (null or absent: the model's default).
+TranslateBody = create_model(
+    "TranslateBody", __base__=Body,
+    text=(list[str], Field(..., description="sentences to translate", examples=[["Ein Hund läuft im Park."]])),
+    return_attention=(bool, Field(False, description="the attention matrix of the best translation")),
+    **request_fields())
+REQUEST_OPTIONS = tuple(request_fields())
 
 
 class GenerateBody(Body):
@@ -150,7 +144,7 @@ class Server:
         budget = self.settings.batch_tokens
         if served.task == "translation":
             def run(key: Hashable, lines: list) -> list:
-                return served.model.translate(lines, return_hypotheses=True, batch_tokens=budget, **dict(key))
+                return served.model.translate(lines, return_hypotheses=True, **dict(key))
             return run
 
         def classify(key: Hashable, texts: list) -> list:
@@ -265,18 +259,22 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
     async def translate(body: TranslateBody) -> dict:
         served = server.pick(body.model, "translation", "/translate")
         server.check_texts(body.text)
-        if body.beam > settings.max_beam:
-            raise APIError(422, "beam", f"beam={body.beam} is above the server's limit of {settings.max_beam}")
-        if body.nbest > (settings.max_beam if body.sampling else body.beam):
-            bound = f"max_beam={settings.max_beam}" if body.sampling else f"beam={body.beam}"
-            raise APIError(422, "nbest", f"nbest={body.nbest} must be between 1 and {bound}")
-        options = options_of(body, {"text"})
+        try:  # the request's options over the model's defaults
+            options = served.model.options(**{name: getattr(body, name) for name in REQUEST_OPTIONS})
+        except UserError as error:
+            raise APIError(422, field_of_user_error(str(error), body, "text"), str(error)) from None
+        if options.beam > settings.max_beam:
+            raise APIError(422, "beam", f"beam={options.beam} is above the server's limit of {settings.max_beam}")
+        if options.sampling and options.nbest > settings.max_beam:
+            raise APIError(422, "nbest", f"nbest={options.nbest} must be between 1 and max_beam={settings.max_beam}")
+        key = (*options.updated(batch_tokens=settings.batch_tokens).as_dict().items(),
+               ("return_attention", body.return_attention))
         cost = sum(max(len(ids), 1) for ids in served.model.src_tokenizer.encode(list(body.text)))
-        future = server.batchers[served.name].submit(tuple(options.items()), body.text, cost,
-                                                     alone=body.sampling and body.seed is not None)
+        future = server.batchers[served.name].submit(key, body.text, cost,
+                                                     alone=options.sampling and options.seed is not None)
         results = await call_model(future, body, "text")
         return {"model": served.name, "translations": [
-            translation_json(hyps, body.nbest, body.return_attention, served, source)
+            translation_json(hyps, options.nbest, body.return_attention, served, source)
             for hyps, source in zip(results, body.text)]}
 
     def generation_options(body: GenerateBody) -> tuple[ServedModel, dict]:

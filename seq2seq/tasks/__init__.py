@@ -7,7 +7,8 @@ Every task is a folder `seq2seq/tasks/<folder>/` with the same files:
   system.py  the LightningModule (named in the table) and three functions the task-free
              training run calls: `build_model(cfg, datamodule)`, `export_contents(datamodule, cfg)`
              (tokenizer files and model.json extras of the model directory) and
-             `evaluate_test(model_dir, datamodule, cfg, run_dir)`
+             `evaluate_test(model_dir, datamodule, cfg, run_dir)`; optionally a fourth,
+             `export_files(datamodule, cfg, run_dir)` (further files of the model directory by name)
   api.py     the Python API over a model directory (Translator, Generator, Classifier, Forecaster)
 
 Modules are imported when a task is used, not when this table is read: loading a model

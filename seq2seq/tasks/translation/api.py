@@ -15,9 +15,9 @@ from seq2seq.errors import UserError
 from seq2seq.precision import resolve_decoding_precision
 from seq2seq.quantization import quantize_for_decoding
 from seq2seq.runtime import pick_device
-from seq2seq.sampling import check_sampling
 from seq2seq.tasks.translation.ensemble import Ensemble
-from seq2seq.tasks.translation.search import Hypothesis, decode, forced_scores
+from seq2seq.tasks.translation.options import DecodingOptions, model_defaults
+from seq2seq.tasks.translation.search import Hypothesis, decode_options, forced_scores
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Translator:
     """Loaded translation model (or an ensemble of them) plus its tokenizers.
 
     >>> t = Translator.load("outputs/run/model")            # doctest: +SKIP
-    >>> t.translate(["Ein Hund läuft im Park."], beam=5)     # doctest: +SKIP
+    >>> t.translate(["Ein Hund läuft im Park."], beam=5)     # doctest: +SKIP  (the model's defaults, beam 5)
     >>> Translator.load(["run1/model", "run2/model"])       # doctest: +SKIP  (an ensemble)
     """
 
@@ -68,6 +68,47 @@ class Translator:
         self.device = device
         self.src_tokenizer = bundle.tokenizers["src"]
         self.tgt_tokenizer = bundle.tokenizers["tgt"]
+        # The first model's model.json `decoding` block: the defaults every call starts from.
+        self.default_options = model_defaults(bundle.config, f"{bundle.path}/model.json")
+        self._shortlists: list | None = None  # read on first use (shortlist=auto|true)
+
+    def options(self, options: DecodingOptions | None = None, **changes) -> DecodingOptions:
+        """The decoding options of a call: `options` (else the model's defaults) with `changes`
+        (None = keep), checked, with the shortlist setting checked against the model directories."""
+        chosen = (options or self.default_options).updated(changes)
+        self.shortlists_for(chosen)
+        return chosen
+
+    def shortlists_for(self, options: DecodingOptions) -> list | None:
+        """The members' shortlists when `options.shortlist` says to use them, else None.
+
+        auto: when every model directory has one (an ensemble's members all restrict, or none);
+        true: every directory must have one."""
+        if options.shortlist == "false":
+            return None
+        from seq2seq.tasks.translation.shortlist import SHORTLIST_FILE, Shortlist
+
+        paths = [b.path / SHORTLIST_FILE for b in self.bundles if b.path is not None]
+        present = [p.is_file() for p in paths]
+        if options.shortlist == "true" and not (present and all(present) and len(paths) == len(self.bundles)):
+            missing = next((p.parent for p, here in zip(paths, present) if not here), "the model")
+            raise UserError(f"shortlist=true but {missing} has no {SHORTLIST_FILE}; build one with "
+                            f"seq2seq-shortlist model={missing}")
+        if not present or not all(present) or len(paths) != len(self.bundles):
+            return None
+        if self._shortlists is None:
+            self._shortlists = [Shortlist.load(p, b.tokenizers["src"], b.tokenizers["tgt"])
+                                for p, b in zip(paths, self.bundles)]
+        return self._shortlists
+
+    def batch_vocabulary(self, shortlists: list | None, src: torch.Tensor) -> torch.Tensor | None:
+        """The target pieces a batch may produce: the union of the members' shortlists for it."""
+        if shortlists is None:
+            return None
+        ids = shortlists[0].ids_for(src)
+        for other in shortlists[1:]:
+            ids = torch.unique(torch.cat([ids, other.ids_for(src)]))  # sorted: specials stay first
+        return ids.to(self.device)
 
     @classmethod
     def load(cls, path: str | os.PathLike | Sequence[str | os.PathLike], device: str | torch.device | None = None,
@@ -98,49 +139,28 @@ class Translator:
                 scores[position] = total
         return scores
 
-    def translate_batches(
-        self,
-        lines: Sequence[str],
-        beam: int = 5,
-        nbest: int = 1,
-        length_penalty: float = 1.0,
-        max_len_ratio: float = 2.0,
-        max_len_offset: int = 10,
-        batch_tokens: int = 4000,
-        return_attention: bool = False,
-        no_repeat_ngram_size: int = 0,
-        sampling: bool = False,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-    ) -> Iterator[tuple[list[int], list[list[ScoredTranslation]]]]:
+    def translate_batches(self, lines: Sequence[str], options: DecodingOptions | None = None,
+                          return_attention: bool = False, **changes
+                          ) -> Iterator[tuple[list[int], list[list[ScoredTranslation]]]]:
         """Yields (positions, n-best lists) batch by batch, longest sources first.
 
-        With `sampling`, `nbest` is the number of samples per sentence and `beam` is unused.
+        `options` (default: the model's) with keyword `changes`, e.g. `beam=1`, `shortlist="false"`
+        (seq2seq.tasks.translation.options). With `sampling`, `nbest` is the number of samples per
+        sentence and `beam` is unused. With a shortlist, scores are over the shortlist's pieces.
         """
-        if beam < 1:
-            raise UserError(f"beam={beam} must be at least 1")
-        if nbest < 1 or (not sampling and nbest > beam):
-            raise UserError(f"nbest={nbest} must be between 1 and beam={beam}")
-        if no_repeat_ngram_size < 0:
-            raise UserError(f"no_repeat_ngram_size={no_repeat_ngram_size} must be 0 (off) or positive")
-        if sampling:
-            check_sampling(temperature, top_k, top_p)
+        options = self.options(options, **changes)
+        shortlists = self.shortlists_for(options)
         generator = None
-        if sampling and seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
+        if options.sampling and options.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(options.seed)
         ids = self.src_tokenizer.encode(lines)
-        for positions in length_sorted_batches([len(s) for s in ids], batch_tokens):
+        for positions in length_sorted_batches([len(s) for s in ids], options.batch_tokens):
             src = pad_sequences([ids[i] for i in positions]).to(self.device)
             lengths = torch.tensor([max(len(ids[i]), 1) for i in positions], device=self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                results: list[list[Hypothesis]] = decode(
-                    self.model, src, lengths, beam_size=beam, nbest=nbest,
-                    length_penalty_alpha=length_penalty, max_len_ratio=max_len_ratio,
-                    max_len_offset=max_len_offset, return_attention=return_attention,
-                    no_repeat_ngram_size=no_repeat_ngram_size, sampling=sampling, temperature=temperature,
-                    top_k=top_k, top_p=top_p, generator=generator)
+                results: list[list[Hypothesis]] = decode_options(
+                    self.model, src, lengths, options, generator=generator, return_attention=return_attention,
+                    target_ids=self.batch_vocabulary(shortlists, src))
             texts = self.tgt_tokenizer.decode([h.tokens for hyps in results for h in hyps])
             out, cursor = [], 0
             for position, hyps in zip(positions, results):
@@ -151,11 +171,13 @@ class Translator:
                 cursor += len(hyps)
             yield positions, out
 
-    def translate(self, lines: Sequence[str], beam: int = 5, nbest: int = 1,
-                  return_hypotheses: bool = False, **options) -> list:
-        """Translations in input order: strings, or n-best lists of `ScoredTranslation`."""
+    def translate(self, lines: Sequence[str], options: DecodingOptions | None = None,
+                  return_hypotheses: bool = False, return_attention: bool = False, **changes) -> list:
+        """Translations in input order: strings, or n-best lists of `ScoredTranslation` (with
+        `return_hypotheses`, or nbest > 1)."""
+        options = self.options(options, **changes)
         results: list = [None] * len(lines)
-        for positions, nbest_lists in self.translate_batches(lines, beam=beam, nbest=nbest, **options):
+        for positions, nbest_lists in self.translate_batches(lines, options, return_attention):
             for position, hyps in zip(positions, nbest_lists):
-                results[position] = hyps if return_hypotheses or nbest > 1 else hyps[0].text
+                results[position] = hyps if return_hypotheses or options.nbest > 1 else hyps[0].text
         return results

@@ -24,7 +24,12 @@ from torch import nn
 from seq2seq.attention import Attention
 from seq2seq.dropout import Dropout, dropout
 from seq2seq.explicit_lstm import make_lstm
-from seq2seq.rnn import layer_weights, lstm_cell, lstm_step
+from seq2seq.rnn import layer_weights, lstm_cell, lstm_step, lstm_step_from_gates, uses_fused_step
+
+# Above this many table entries (vocabulary x 4 x hidden) the per-token gate table of
+# `Decoder.embedding_gates` costs more memory than it is worth (256 MB in fp32); the decoder then
+# multiplies at every step instead. The recipes' 8k x 2048 table is 64 MB.
+MAX_GATE_TABLE_ENTRIES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -93,6 +98,11 @@ class Decoder(nn.Module):
         self.bridge = nn.Linear(encoder_size, 2 * num_layers * hidden_size)
         context_size = encoder_size if attention is not None else 0
         self.output_layer = nn.Linear(hidden_size + context_size, output_size)
+        # Per-token first-layer gates for inference, rebuilt when the weights change (validation
+        # between training steps): (versions of the weights it was built from, table).
+        self._gate_table: tuple[tuple, torch.Tensor] | None = None
+        # Set by the int8 copy (seq2seq.quantization), whose LSTM no longer holds fp32 weights.
+        self.frozen_gate_table: torch.Tensor | None = None
 
     @property
     def steps_in_parallel(self) -> bool:
@@ -122,9 +132,34 @@ class Decoder(nn.Module):
         features = rnn_out if context is None else torch.cat([rnn_out, context], dim=-1)
         return torch.tanh(self.output_layer(features)), weights  # (B, T, O)
 
+    def embedding_gates(self) -> torch.Tensor | None:
+        """(V, 4H) table: each token's embedding times the first layer's input weights, plus both
+        biases, for inference; None where the table would be too large (MAX_GATE_TABLE_ENTRIES)."""
+        if self.frozen_gate_table is not None:
+            return self.frozen_gate_table
+        w_ih, _, _ = layer_weights(self.rnn, 0)
+        weight = self.embedding.weight
+        if weight.size(0) * w_ih.size(0) > MAX_GATE_TABLE_ENTRIES:
+            return None
+        sources = (weight, w_ih, self.rnn.bias_ih_l0, self.rnn.bias_hh_l0)
+        key = tuple((t.data_ptr(), t._version) for t in sources)
+        if self._gate_table is None or self._gate_table[0] != key:
+            self._gate_table = (key, self.compute_gate_table())
+        return self._gate_table[1]
+
+    @torch.no_grad()
+    def compute_gate_table(self) -> torch.Tensor:
+        w_ih, _, bias = layer_weights(self.rnn, 0)
+        width = self.embedding.embedding_dim
+        return torch.addmm(bias.float(), self.embedding.weight.float(), w_ih[:, :width].float().t())
+
     def step(self, prev_tokens: torch.Tensor, state: DecoderState, enc: EncoderMemory
              ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """One step for (B,) previous tokens: (B, O) output, new state, (B, S) attention weights."""
+        if not self.training and not uses_fused_step(state.h[0]):
+            table = self.embedding_gates()
+            if table is not None:
+                return self._step_from_table(table, prev_tokens, state, enc)
         inputs = [self.embedding(prev_tokens).unsqueeze(1)]  # (B, 1, E)
         context, weights = None, None
         if self.attend_before_rnn:
@@ -145,6 +180,25 @@ class Decoder(nn.Module):
             weights = after_weights
         new_state = DecoderState(h, c, output if self.input_feeding else None)
         return self.dropout(output), new_state, None if weights is None else weights.squeeze(1)
+
+    def _step_from_table(self, table: torch.Tensor, prev_tokens: torch.Tensor, state: DecoderState,
+                         enc: EncoderMemory) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """`step` at inference (no dropout) with the embedding's share of the gates looked up."""
+        extra, context, weights = [], None, None
+        if self.attend_before_rnn:
+            context, weights = self.attention(state.h[-1].unsqueeze(1), enc.keys, enc.memory, enc.mask)
+            extra.append(context.squeeze(1))
+        if self.input_feeding:
+            extra.append(state.feed)
+        fed = torch.cat(extra, dim=-1) if len(extra) > 1 else (extra[0] if extra else None)
+        rnn_out, (h, c) = lstm_step_from_gates(self.rnn, table.index_select(0, prev_tokens), fed,
+                                               (state.h, state.c))
+        output, after_weights = self._attentional_output(rnn_out.unsqueeze(1), enc, context)
+        output = output.squeeze(1)
+        if after_weights is not None:
+            weights = after_weights
+        new_state = DecoderState(h, c, output if self.input_feeding else None)
+        return output, new_state, None if weights is None else weights.squeeze(1)
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState, enc: EncoderMemory
                 ) -> torch.Tensor:

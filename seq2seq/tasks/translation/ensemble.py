@@ -37,14 +37,30 @@ class Ensemble(nn.Module):
         encoded = [model.encode(src, src_lengths) for model in self.members]
         return Members([enc for enc, _ in encoded]), Members([state for _, state in encoded])
 
+    def output_projection(self, ids: torch.Tensor | None = None) -> list:
+        return [model.output_projection(ids) for model in self.members]
+
+    def step_logits(self, prev_tokens: torch.Tensor, state: Members, enc: Members, projection: list | None = None
+                    ) -> tuple[torch.Tensor, Members, torch.Tensor | None]:
+        """(B,) previous tokens -> (B, V) mean of the members' log-probabilities (the log of their
+        geometric mean, unnormalized), new states, mean attention."""
+        projection = projection or [None] * len(self.members)
+        steps = [model.step_logits(prev_tokens, s, e, p)
+                 for model, s, e, p in zip(self.members, state.parts, enc.parts, projection)]
+        if len(steps) == 1:  # one member decodes as itself, to the last bit
+            scores = steps[0][0]
+        else:
+            # Normalized as the searches normalize one model (logits minus their logsumexp), so that
+            # an ensemble of a model with itself scores as that model does, to rounding.
+            scores = torch.stack([logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+                                  for logits, _, _ in steps]).mean(0)
+        weights = [w for _, _, w in steps if w is not None]
+        attention = torch.stack(weights).mean(0) if weights else None
+        return scores, Members([s for _, s, _ in steps]), attention
+
     def decode_step(self, prev_tokens: torch.Tensor, state: Members, enc: Members
                     ) -> tuple[torch.Tensor, Members, torch.Tensor | None]:
         """(B,) previous tokens -> (B, V) log of the normalized geometric mean of the members'
         distributions (their mean log-probability, renormalized), new states, mean attention."""
-        steps = [model.decode_step(prev_tokens, s, e) for model, s, e in zip(self.members, state.parts, enc.parts)]
-        log_probs = torch.stack([log_p for log_p, _, _ in steps]).mean(0)
-        if len(steps) > 1:
-            log_probs = torch.log_softmax(log_probs, dim=-1)
-        weights = [w for _, _, w in steps if w is not None]
-        attention = torch.stack(weights).mean(0) if weights else None
-        return log_probs, Members([s for _, s, _ in steps]), attention
+        scores, states, attention = self.step_logits(prev_tokens, state, enc)
+        return torch.log_softmax(scores, dim=-1), states, attention

@@ -107,9 +107,28 @@ class Seq2Seq(nn.Module):
         """(..., O) decoder outputs -> (..., V) logits."""
         return self.generator(outputs)
 
+    def output_projection(self, ids: torch.Tensor | None = None) -> nn.Module:
+        """The output layer, or one over only the target pieces `ids` (a shortlist), built once
+        per batch: its logits are column j = piece ids[j]."""
+        if ids is None:
+            return self.generator
+        from seq2seq.quantization import restricted_linear
+
+        float_layer = getattr(self, "float_generator", None)  # the int8 copy keeps the fp32 layer here
+        return restricted_linear(float_layer if float_layer is not None else self.generator, ids,
+                                 int8=float_layer is not None)
+
+    def step_logits(self, prev_tokens: torch.Tensor, state: DecoderState, enc: EncoderMemory,
+                    projection: nn.Module | None = None
+                    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """(B,) previous tokens -> (B, V) unnormalized fp32 scores, new state, (B, S) attention.
+
+        The searches normalize with one logsumexp per row rather than a full log-softmax."""
+        output, state, weights = self.decoder.step(prev_tokens, state, enc)
+        return (projection or self.generator)(output).float(), state, weights
+
     def decode_step(self, prev_tokens: torch.Tensor, state: DecoderState, enc: EncoderMemory
                     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """(B,) previous tokens -> (B, V) log-probabilities, new state, (B, S) attention."""
-        output, state, weights = self.decoder.step(prev_tokens, state, enc)
-        log_probs = torch.log_softmax(self.project(output).float(), dim=-1)
-        return log_probs, state, weights
+        logits, state, weights = self.step_logits(prev_tokens, state, enc)
+        return torch.log_softmax(logits, dim=-1), state, weights

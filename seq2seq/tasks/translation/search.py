@@ -59,12 +59,15 @@ def greedy_search(
     scores = [0.0] * batch
     attention = [[] for _ in range(batch)]
     for t in range(int(limits.max())):
-        log_probs, state, weights = model.decode_step(prev, state, enc)
-        ban_specials(log_probs)
-        force_eos(log_probs, limits[alive] - 1 == t)
+        logits, state, weights = model.step_logits(prev, state, enc)
+        log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B', 1), before any ban
+        ban_specials(logits)
+        force_eos(logits, limits[alive] - 1 == t, log_norm)
         if choose is None:
-            best_scores, best = log_probs.max(dim=-1)
+            best_logits, best = logits.max(dim=-1)
+            best_scores = best_logits - log_norm.squeeze(1)
         else:
+            log_probs = logits - log_norm
             best = choose(log_probs)
             best_scores = log_probs.gather(1, best.unsqueeze(1)).squeeze(1)
         for row, (sent, tok, sc) in enumerate(zip(alive.tolist(), best.tolist(), best_scores.tolist())):
@@ -124,17 +127,22 @@ def beam_search(
     finished_count = torch.zeros(batch, dtype=torch.long, device=device)  # len(finished[s]), on the device
 
     for t in range(int(limits.max())):
-        log_probs, state, weights = model.decode_step(prev, state, enc)  # (B'*K, V)
-        ban_specials(log_probs)
+        # Unnormalized scores and one logsumexp per row: top-k on the logits picks the same tokens
+        # as on log-probabilities, and only the 2K picked per row are normalized (no full-width
+        # log-softmax written every step).
+        logits, state, weights = model.step_logits(prev, state, enc)  # (B'*K, V)
+        log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B'*K, 1), before any ban
+        ban_specials(logits)
         if no_repeat_ngram_size > 0:
-            ban_repeated_ngrams(log_probs, history, no_repeat_ngram_size)
-        force_eos(log_probs, (limits[alive] - 1 == t).repeat_interleave(k))
+            ban_repeated_ngrams(logits, history, no_repeat_ngram_size)
+        force_eos(logits, (limits[alive] - 1 == t).repeat_interleave(k), log_norm)
         # 2K candidates guarantee K that do not end here: at most K of them (one per beam) are EOS.
         # A beam adds the same running score to all its tokens, so the sentence's 2K best
         # candidates are among its beams' 2K best tokens each: two small top-k's replace one
         # over K x vocabulary sums, which is costly with a large vocabulary (README, "Benchmarks").
-        width = min(2 * k, log_probs.size(-1))
-        beam_scores, beam_tokens = log_probs.topk(width, dim=1)  # (B'*K, W)
+        width = min(2 * k, logits.size(-1))
+        beam_logits, beam_tokens = logits.topk(width, dim=1)  # (B'*K, W)
+        beam_scores = beam_logits - log_norm
         candidates = (scores.view(-1, 1) + beam_scores).view(len(alive), k * width)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (B', 2K)
         top_beam = top_index // width
@@ -196,18 +204,19 @@ def beam_search(
     return results
 
 
-def ban_specials(log_probs: torch.Tensor) -> None:
+def ban_specials(scores: torch.Tensor) -> None:
     """In place: no row can choose pad, bos or unk (their scores become -inf; the others keep the
-    model's log-probabilities, so reported scores stay the model's)."""
-    log_probs[:, list(BANNED_IDS)] = float("-inf")
+    model's, and the normalizer is taken before, so reported scores stay the model's)."""
+    scores[:, list(BANNED_IDS)] = float("-inf")
 
 
-def force_eos(log_probs: torch.Tensor, rows: torch.Tensor) -> None:
-    """In place: the (R,) `rows` that reached their length limit can only end (EOS)."""
+def force_eos(scores: torch.Tensor, rows: torch.Tensor, log_norm: torch.Tensor | None = None) -> None:
+    """In place: the (R,) `rows` that reached their length limit can only end (EOS), with
+    probability 1: the EOS score becomes the row's normalizer (0 for log-probabilities)."""
     if bool(rows.any()):  # most steps: no row is at its limit, and the full-width write is skipped
         index = rows.nonzero().squeeze(1)
-        log_probs[index] = float("-inf")
-        log_probs[index, EOS_ID] = 0.0
+        scores[index] = float("-inf")
+        scores[index, EOS_ID] = 0.0 if log_norm is None else log_norm[index, 0]
 
 
 def ban_repeated_ngrams(log_probs: torch.Tensor, history: torch.Tensor, n: int) -> None:
@@ -286,7 +295,7 @@ def forced_scores(model, src: torch.Tensor, src_lengths: torch.Tensor, tgt: torc
 
 def decode(model, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int = 1, **options
            ) -> list[list[Hypothesis]]:
-    """One entry point for every front end.
+    """The searches by keyword (tests, validation during training); `search` takes the options type.
 
     Sampling when `sampling=True` (nbest = number of samples); greedy for beam 1 without
     n-best or n-gram blocking; batched beam search otherwise.
@@ -305,3 +314,43 @@ def decode(model, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int =
             options.pop(unused, None)
         return greedy_search(model, src, src_lengths, **options)
     return beam_search(model, src, src_lengths, beam_size=beam_size, **options)
+
+
+class Shortlisted:
+    """A model (or ensemble) whose output layer covers only the target pieces `ids` (sorted, with
+    the special pieces first, so that pad/unk/bos/eos keep their ids): the searches run over
+    positions in `ids`, and `decode_options` maps the chosen tokens back. The restricted output
+    layer is built once per batch."""
+
+    def __init__(self, model, ids: torch.Tensor) -> None:
+        if ids[:EOS_ID + 1].tolist() != list(range(EOS_ID + 1)):
+            raise ValueError("a shortlist's ids must start with the special pieces 0..3")
+        self.model, self.ids = model, ids
+        self.projection = model.output_projection(ids)
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor):
+        return self.model.encode(src, src_lengths)
+
+    def step_logits(self, prev_tokens: torch.Tensor, state, enc):
+        return self.model.step_logits(self.ids[prev_tokens], state, enc, self.projection)
+
+
+def decode_options(model, src: torch.Tensor, src_lengths: torch.Tensor, options, *,
+                   generator: torch.Generator | None = None, return_attention: bool = False,
+                   target_ids: torch.Tensor | None = None) -> list[list[Hypothesis]]:
+    """One batch decoded as a `DecodingOptions` says (every front end comes through here).
+
+    `target_ids`: the batch's shortlist; scores are then log-probabilities over the shortlist."""
+    searched = model if target_ids is None else Shortlisted(model, target_ids)
+    results = decode(searched, src, src_lengths, beam_size=options.beam, nbest=options.nbest,
+                     length_penalty_alpha=options.length_penalty, max_len_ratio=options.max_len_ratio,
+                     max_len_offset=options.max_len_offset, return_attention=return_attention,
+                     no_repeat_ngram_size=options.no_repeat_ngram_size, sampling=options.sampling,
+                     temperature=options.temperature, top_k=options.top_k, top_p=options.top_p,
+                     generator=generator)
+    if target_ids is not None:
+        ids = target_ids.tolist()
+        for hyps in results:
+            for hyp in hyps:
+                hyp.tokens = [ids[token] for token in hyp.tokens]
+    return results

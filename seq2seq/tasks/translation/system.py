@@ -21,6 +21,7 @@ from seq2seq.errors import UserError
 from seq2seq.metrics import format_scores, score_corpus
 from seq2seq.runtime import evaluation_device
 from seq2seq.tasks.translation.corpus import Batch
+from seq2seq.tasks.translation.options import DecodingOptions
 from seq2seq.tasks.translation.search import decode
 from seq2seq.text import read_parallel
 from seq2seq.tokenizer import PAD_ID
@@ -46,6 +47,7 @@ class TranslationSystem(TaskSystem):
         max_len_ratio: float = 2.0,
         max_len_offset: int = 10,
         num_val_samples: int = 3,
+        shortlist: dict | None = None,  # how export builds the shortlist (`export_files`), not training
     ) -> None:
         super().__init__(model, optimization)
         if not 0.0 <= label_smoothing < 1.0:
@@ -158,6 +160,8 @@ class TranslationSystem(TaskSystem):
 
 # ----------------------------------------------------------------- what the training run calls
 def build_model(cfg: DictConfig, datamodule) -> torch.nn.Module:
+    # The decoding defaults the model directory will record, checked before training, not after.
+    DecodingOptions().updated(OmegaConf.to_container(cfg.decoding, resolve=True))
     if cfg.model.get("share_embeddings") and not cfg.tokenizer.get("joint", True):
         raise UserError("model.share_embeddings=true needs tokenizer.joint=true: with separate vocabularies "
                         "the same id is a different piece on each side")
@@ -168,9 +172,23 @@ def export_contents(datamodule, cfg: DictConfig) -> tuple[dict, dict]:
     """Tokenizer files and model.json extras of the exported model directory."""
     return datamodule.tokenizer_files(), {
         "data": {"data_dir": str(Path(datamodule.data_dir).resolve()), "src_lang": datamodule.src_lang,
-                 "tgt_lang": datamodule.tgt_lang},
+                 "tgt_lang": datamodule.tgt_lang, "train_prefix": datamodule.prefixes["train"]},
         "decoding": OmegaConf.to_container(cfg.decoding, resolve=True),
     }
+
+
+def export_files(datamodule, cfg: DictConfig, run_dir: Path) -> dict[str, Path]:
+    """The vocabulary shortlist, built from the training corpus as encoded for training
+    (`task.shortlist`; build=false leaves it out)."""
+    settings = dict(cfg.task.get("shortlist") or {})
+    if not settings.pop("build", True):
+        return {}
+    from seq2seq.tasks.translation.shortlist import SHORTLIST_FILE, build_from_dataset
+
+    path = run_dir / SHORTLIST_FILE
+    build_from_dataset(datamodule.train_set, datamodule.src_tokenizer, datamodule.tgt_tokenizer,
+                       settings).save(path)
+    return {SHORTLIST_FILE: path}
 
 
 def evaluate_test(model_dir: Path, datamodule, cfg: DictConfig, run_dir: Path) -> None:
@@ -182,10 +200,8 @@ def evaluate_test(model_dir: Path, datamodule, cfg: DictConfig, run_dir: Path) -
         return
     src_lines, ref_lines = read_parallel(*files)
     translator = Translator.load(model_dir, device=evaluation_device(cfg.trainer))
-    d = cfg.decoding
-    hyps = translator.translate(src_lines, beam=d.beam, length_penalty=d.length_penalty,
-                                max_len_ratio=d.max_len_ratio, max_len_offset=d.max_len_offset,
-                                batch_tokens=d.batch_tokens)
+    d = translator.default_options  # model.json's `decoding`: cfg.decoding as exported
+    hyps = translator.translate(src_lines, d)
     scores = score_corpus(hyps, ref_lines)
     (run_dir / f"test.hyp.{datamodule.tgt_lang}").write_text("\n".join(hyps) + "\n", encoding="utf-8")
     (run_dir / "test_scores.json").write_text(json.dumps(
