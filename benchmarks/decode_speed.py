@@ -11,8 +11,9 @@ sentences whose output equals the baseline fp32 output of the same search. Print
 writes benchmarks/results/decode_speed.json.
 
 Variants: `<precision>_<search>[_<vocabulary>]`, precision fp32 | int8, search beam5 | greedy,
-vocabulary full (shortlist=false) | shortlist; `_notable` turns the decoder's per-token gate
-table off (ablation of that part alone).
+vocabulary full (shortlist=false) | shortlist; ablations of one part each: `_notable` turns the
+decoder's per-token gate table off, `_compactnow` makes finished sentences leave a beam batch as
+soon as one finishes (search.COMPACT_FRACTION = 0, as before).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BASELINE_VARIANTS = ["fp32_beam5", "int8_beam5", "fp32_greedy", "int8_greedy"]
-CURRENT_VARIANTS = ["fp32_beam5_full", "fp32_beam5_full_notable", "fp32_beam5_shortlist", "int8_beam5_full",
+CURRENT_VARIANTS = ["fp32_beam5_full", "fp32_beam5_full_notable", "fp32_beam5_shortlist",
+                    "fp32_beam5_shortlist_notable", "fp32_beam5_shortlist_compactnow", "int8_beam5_full",
                     "int8_beam5_shortlist", "fp32_greedy_full", "fp32_greedy_shortlist", "int8_greedy_shortlist"]
 
 
@@ -45,21 +47,31 @@ def worker(model_dir: str, variants: list[str], src_file: str) -> None:
         precision, search = parts[0], parts[1]
         if precision not in loaded:
             loaded[precision] = Translator.load(model_dir, device="cpu", precision=precision)
+            with torch.inference_mode():  # one-time costs (allocator, gate table) outside the timing
+                loaded[precision].translate(sources[:50], beam=5)
         translator = loaded[precision]
         options = {"beam": 5 if search == "beam5" else 1, "batch_tokens": 4000}
         if len(parts) > 2:  # current code only
             options["shortlist"] = "true" if parts[2] == "shortlist" else "false"
-        table_limit = None
+        saved = {}
         if "notable" in parts:
             from seq2seq.tasks.translation import decoder
 
-            table_limit, decoder.MAX_GATE_TABLE_ENTRIES = decoder.MAX_GATE_TABLE_ENTRIES, 0
+            saved[decoder, "MAX_GATE_TABLE_ENTRIES"] = decoder.MAX_GATE_TABLE_ENTRIES
+            decoder.MAX_GATE_TABLE_ENTRIES = 0
+            if translator.precision == "int8":
+                raise SystemExit("_notable is an fp32 ablation (the int8 copy freezes its table)")
+        if "compactnow" in parts:
+            from seq2seq.tasks.translation import search
+
+            saved[search, "COMPACT_FRACTION"] = search.COMPACT_FRACTION
+            search.COMPACT_FRACTION = 0.0
         with torch.inference_mode():
             start = time.perf_counter()
             outputs = translator.translate(sources, **options)
             seconds = time.perf_counter() - start
-        if table_limit is not None:
-            decoder.MAX_GATE_TABLE_ENTRIES = table_limit
+        for (module, name), value in saved.items():
+            setattr(module, name, value)
         print(json.dumps({"variant": variant, "seconds": seconds, "outputs": outputs}), flush=True)
 
 

@@ -203,7 +203,9 @@ def restricted_linear(layer: nn.Module, ids: torch.Tensor, int8: bool) -> nn.Mod
     """The output rows `ids` of an nn.Linear, as a new Linear (dynamic int8 with `int8`).
 
     Quantization is per output row, so the int8 rows equal those of the whole quantized layer."""
-    restricted = nn.Linear(layer.in_features, len(ids), bias=layer.bias is not None).to(layer.weight.device)
+    # skip_init: the rows are copied in next; a random init would cost a millisecond per batch.
+    restricted = torch.nn.utils.skip_init(nn.Linear, layer.in_features, len(ids), bias=layer.bias is not None,
+                                          device=layer.weight.device)
     with torch.no_grad():
         restricted.weight.copy_(layer.weight.index_select(0, ids))
         if layer.bias is not None:

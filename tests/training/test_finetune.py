@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from seq2seq.bundle import load_state_dict
+from seq2seq.tasks.translation.shortlist import SHORTLIST_FILE, Shortlist
+from seq2seq.tokenizer import Tokenizer
 from tests.helpers import TINY_REVERSAL, make_reversal_corpus, run, run_in_process
 
 BASE = [*TINY_REVERSAL, "data.data_dir=corpus"]
@@ -59,6 +61,11 @@ def test_fine_tuning_continues_and_improves(base_run):
     assert after > before + 5, (before, after)
     config = json.loads((base_run / "tuned" / "model" / "model.json").read_text())
     assert config["model_config"]["dropout"] == 0.1  # a setting that keeps the shapes is taken
+    # The vocabulary shortlist is rebuilt from the fine-tuning corpus for the reused tokenizers.
+    tuned = base_run / "tuned" / "model"
+    shortlist = Shortlist.load(tuned / SHORTLIST_FILE, Tokenizer(tuned / "src.spm.model"),
+                               Tokenizer(tuned / "tgt.spm.model"))
+    assert shortlist.settings["sentences"] > 0
     # A fresh step count: two epochs of this run, not the base run's plus two.
     base_steps = json.loads((base_run / "base" / "model" / "model.json").read_text())["trained"]["steps"]
     assert config["trained"]["steps"] == 2 * base_steps

@@ -235,7 +235,7 @@ def build_shortlist(
     tgt_vocab_size: int,
     *,
     frequent: int = 100,
-    per_source: int = 50,
+    per_source: int = 25,
     iterations: int = 5,
     threshold: float = 0.0,
     method: str = "ibm1",
@@ -277,7 +277,7 @@ def build_from_dataset(dataset, src_tokenizer, tgt_tokenizer, settings: Mapping[
     return _build(corpus, checked, file_digest(src_tokenizer.model_file), file_digest(tgt_tokenizer.model_file))
 
 
-_DEFAULTS: dict[str, Any] = {"frequent": 100, "per_source": 50, "iterations": 5, "threshold": 0.0, "method": "ibm1"}
+_DEFAULTS: dict[str, Any] = {"frequent": 100, "per_source": 25, "iterations": 5, "threshold": 0.0, "method": "ibm1"}
 
 
 def _checked_settings(*, frequent: Any, per_source: Any, iterations: Any, threshold: Any, method: Any
