@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from seq2seq import Translator
+from seq2seq.batching import pad_sequences
 from seq2seq.errors import UserError
 from seq2seq.tasks.translation.shortlist import SHORTLIST_FILE, Shortlist
 from seq2seq.text import read_lines
@@ -31,6 +32,17 @@ def sources(trained_reversal) -> list[str]:
 @pytest.fixture(scope="module")
 def translator(model_dir) -> Translator:
     return Translator.load(model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def narrow_model(model_dir, tmp_path_factory) -> Path:
+    """The reversal model with a shortlist narrower than its 24-piece vocabulary (training's
+    default, 100 frequent pieces, holds all of it): EOS and 3 frequent pieces, 2 per source word."""
+    directory = copy_model(model_dir, tmp_path_factory.mktemp("narrow") / "model")
+    built = run_in_process(["seq2seq-shortlist", f"model={directory}", "frequent=4", "per_source=2"],
+                           cwd=directory.parent)
+    assert built.returncode == 0, built.stderr
+    return directory
 
 
 def copy_model(model_dir: Path, target: Path) -> Path:
@@ -55,7 +67,12 @@ def test_training_writes_a_shortlist_without_pad_bos_or_unk(model_dir, translato
     assert len(shortlist.frequent) <= shortlist.settings["frequent"]
 
 
-def test_shortlisted_translations_equal_full_vocabulary_ones_on_nearly_every_sentence(translator, sources):
+def test_shortlisted_translations_equal_full_vocabulary_ones_on_nearly_every_sentence(narrow_model, sources):
+    translator = Translator.load(narrow_model, device="cpu")
+    # The restriction is real: a batch of five sentences may produce fewer pieces than exist.
+    src = pad_sequences(translator.src_tokenizer.encode(sources[:5]))
+    ids = translator.batch_vocabulary(translator.shortlists_for(translator.options()), src)
+    assert len(ids) < translator.tgt_tokenizer.vocab_size
     # Bound: at least 95% of the 100 test sentences identical, beam 5 and greedy.
     for beam in (5, 1):
         full = translator.translate(sources, beam=beam, shortlist="false")
@@ -113,15 +130,17 @@ def test_a_corrupt_or_mismatched_shortlist_is_one_line_and_exit_2(model_dir, tmp
     assert ignored.returncode == 0 and ignored.stdout.strip() == "RUNS DOG RED"
 
 
-def test_an_ensemble_restricts_to_the_union_of_its_members_shortlists(model_dir, translator, sources, tmp_path):
+def test_an_ensemble_restricts_to_the_union_of_its_members_shortlists(model_dir, narrow_model, translator,
+                                                                      tmp_path):
     whole = copy_model(model_dir, tmp_path / "whole")
     whole_vocabulary(Shortlist.load(model_dir / SHORTLIST_FILE)).save(whole / SHORTLIST_FILE)
-    ensemble = Translator.load([model_dir, whole], device="cpu")
+    ensemble = Translator.load([narrow_model, whole], device="cpu")
     shortlists = ensemble.shortlists_for(ensemble.options(shortlist="true"))
     src = torch.tensor([translator.src_tokenizer.encode(["red dog runs"])[0]])
     union = ensemble.batch_vocabulary(shortlists, src)
     assert torch.equal(union, torch.arange(translator.tgt_tokenizer.vocab_size))
-    own = translator.batch_vocabulary(translator.shortlists_for(translator.options()), src)
+    narrow = Translator.load(narrow_model, device="cpu")
+    own = narrow.batch_vocabulary(narrow.shortlists_for(narrow.options()), src)
     assert len(own) < len(union) and set(own.tolist()) <= set(union.tolist())
     # One member without a shortlist: auto leaves the ensemble unrestricted.
     bare = copy_model(model_dir, tmp_path / "bare")
