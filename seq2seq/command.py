@@ -56,9 +56,7 @@ def hydra_command(config_path: str, config_name: str, *, free_text: tuple[str, .
     that Hydra's grammar cannot take is one line on stderr and exit 2, not Hydra's traceback."""
     import hydra
 
-    from seq2seq.config import register_configs
-
-    register_configs()
+    import seq2seq.config  # noqa: F401  (registers the configs derived from code)
 
     def decorate(job: Callable) -> Callable:
         hydra_main = hydra.main(config_path=config_path, config_name=config_name, version_base="1.3")(job)

@@ -45,3 +45,8 @@ def build(config, **kwargs):
         if isinstance(error.__cause__, UserError):
             raise error.__cause__ from None
         raise UserError(str(error).replace("\n", " ")) from None
+
+
+# At import, so that every way of composing a config (the commands, Hydra's compose API in the
+# benchmarks and tests) finds the nodes.
+register_configs()

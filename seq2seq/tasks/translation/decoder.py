@@ -98,8 +98,8 @@ class Decoder(nn.Module):
         self.bridge = nn.Linear(encoder_size, 2 * num_layers * hidden_size)
         context_size = encoder_size if attention is not None else 0
         self.output_layer = nn.Linear(hidden_size + context_size, output_size)
-        # Per-token first-layer gates for inference, rebuilt when the weights change (validation
-        # between training steps): (versions of the weights it was built from, table).
+        # Per-token first-layer gates for inference, dropped by train()/eval() and rebuilt when
+        # the weights' version counters change (load_state_dict): (their versions, table).
         self._gate_table: tuple[tuple, torch.Tensor] | None = None
         # Set by the int8 copy (seq2seq.quantization), whose LSTM no longer holds fp32 weights.
         self.frozen_gate_table: torch.Tensor | None = None
@@ -132,6 +132,13 @@ class Decoder(nn.Module):
         features = rnn_out if context is None else torch.cat([rnn_out, context], dim=-1)
         return torch.tanh(self.output_layer(features)), weights  # (B, T, O)
 
+    def train(self, mode: bool = True) -> Decoder:
+        # Weights change in training, and the version counters of the cache key do not see every
+        # optimizer's in-place update (fused Adam's did not: validation then decoded with the
+        # previous epoch's table), so every switch between training and eval drops the table.
+        self._gate_table = None
+        return super().train(mode)
+
     def embedding_gates(self) -> torch.Tensor | None:
         """(V, 4H) table: each token's embedding times the first layer's input weights, plus both
         biases, for inference; None where the table would be too large (MAX_GATE_TABLE_ENTRIES)."""
@@ -156,7 +163,9 @@ class Decoder(nn.Module):
     def step(self, prev_tokens: torch.Tensor, state: DecoderState, enc: EncoderMemory
              ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """One step for (B,) previous tokens: (B, O) output, new state, (B, S) attention weights."""
-        if not self.training and not uses_fused_step(state.h[0]):
+        # The table path is fp32 (bf16 autocast keeps the step as it was: measured there, and its
+        # in-place products would mix dtypes).
+        if not self.training and not torch.is_autocast_enabled(state.h.device.type) and not uses_fused_step(state.h[0]):
             table = self.embedding_gates()
             if table is not None:
                 return self._step_from_table(table, prev_tokens, state, enc)

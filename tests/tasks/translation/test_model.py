@@ -48,6 +48,31 @@ def test_step_by_step_decoding_matches_teacher_forcing():
             torch.testing.assert_close(log_probs, parallel[:, t], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("attention", ["luong_general", "bahdanau"])
+def test_decoding_after_training_steps_uses_the_new_weights(attention):
+    """The per-token gate table of inference is rebuilt after the weights change, whichever way
+    the optimizer writes them (fused Adam, plain SGD) and with validation between steps."""
+    model = tiny_model(attention).eval()
+    src, lengths = random_batch([4, 6])
+    tgt_in = torch.randint(4, 29, (2, 5))
+    for optimizer in (torch.optim.Adam(model.parameters(), lr=0.05, fused=True),
+                      torch.optim.SGD(model.parameters(), lr=0.5)):
+        with torch.no_grad():
+            enc, state = model.encode(src, lengths)
+            model.decode_step(tgt_in[:, 0], state, enc)  # builds the table from the current weights
+        model.train()
+        model.project(model(src, lengths, tgt_in)).logsumexp(-1).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        model.eval()
+        with torch.no_grad():
+            teacher_forced = model.project(model(src, lengths, tgt_in)).log_softmax(-1)
+            enc, state = model.encode(src, lengths)
+            for t in range(5):
+                log_probs, state, _ = model.decode_step(tgt_in[:, t], state, enc)
+                torch.testing.assert_close(log_probs, teacher_forced[:, t], rtol=1e-5, atol=1e-5)
+
+
 def test_tied_and_shared_embeddings():
     model = Seq2Seq(30, 30, embed_dim=8, encoder_hidden_size=4, decoder_hidden_size=8,
                     share_embeddings=True, tie_output_embeddings=True)

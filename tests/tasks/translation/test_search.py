@@ -6,6 +6,7 @@ from seq2seq.sampling import sample_tokens
 from seq2seq.tasks.translation.search import (
     ban_repeated_ngrams,
     beam_search,
+    decode,
     greedy_search,
     max_output_lengths,
     sample,
@@ -126,3 +127,15 @@ def test_samples_per_sentence_and_bad_settings():
     for bad in ({"temperature": 0.0}, {"top_k": -1}, {"top_p": 1.5}, {"top_p": 0.0}):
         with pytest.raises(UserError):
             sample(model, src, lengths, **bad)
+
+
+@pytest.mark.parametrize("copies", [1, 20])  # under and over the 16 rows where the fused step takes over
+def test_searches_run_under_bf16_autocast(copies):
+    # The fp32 gate-table step is not taken under autocast (its in-place products mixed dtypes).
+    model = tiny_model().eval()
+    src, lengths = random_batch([5, 3, 7, 1])
+    src, lengths = src.repeat(copies, 1), lengths.repeat(copies)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for beam in (1, 4):
+            results = decode(model, src, lengths, beam_size=beam)
+            assert len(results) == len(src) and all(len(hyps) == 1 for hyps in results)
