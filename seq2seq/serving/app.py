@@ -7,32 +7,41 @@
     POST /generate/stream  the same, as server-sent events while the text is generated
     POST /classify         {"model", "text": [...]}
     POST /forecast         {"model", "values": [...], "horizon"}
+    GET  /metrics          Prometheus text format: requests, latency, queue depth, batch sizes, tokens
     GET  /                 a web page to try the models; /docs and /openapi.json describe the API
 
 Every bad input gets a 4xx JSON answer {"error": message, "field": name}; the server goes on.
+Past its capacity the server refuses instead of queueing without bound: a full model queue is
+503 with Retry-After at once; a request past its deadline (timeout_s) is 504 and its model work
+stops (seq2seq.serving.batching says where). With api_key set, every route but /health and the
+page's files answers 401 without the key; a body over max_body_bytes is 413 before it is parsed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Hashable
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Callable, Hashable
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import seq2seq
 from seq2seq.errors import UserError
-from seq2seq.serving.batching import Batcher
+from seq2seq.serving.batching import Batcher, BatcherClosed, DeadlineExceeded, QueueFull, watch_network
+from seq2seq.serving.metrics import Metrics, MetricsMiddleware
+from seq2seq.serving.middleware import APIKeyMiddleware, BodySizeMiddleware
 from seq2seq.serving.models import ServedModel
 from seq2seq.tasks.translation.options import request_fields
 
@@ -53,16 +62,48 @@ class ServeSettings:
     max_samples: int = 8
     max_forecast_values: int = 10000
     max_horizon: int = 520
+    max_queue: int = 64            # per model: jobs waiting (translators, classifiers) or requests admitted
+                                   # (language models, forecasters); past it 503 + Retry-After at once
+    timeout_s: float = 30.0        # a request's deadline; a request's own timeout_s may only shorten it
+    max_body_bytes: int = 1_048_576  # larger bodies get 413 before they are parsed
+    shutdown_timeout_s: float = 10.0  # on SIGTERM/SIGINT: in-flight requests get this long, then are cancelled
+    # Kept out of repr and /models; the command reads it from SEQ2SEQ_API_KEY unless api_key= is given.
+    api_key: str | None = field(default=None, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        """The limits /models shows: everything but the key."""
+        return {name: value for name, value in asdict(self).items() if name != "api_key"}
+
+
+RETRY_AFTER_S = 1  # a full queue drains in well under a second at the measured rates (README "Serve over HTTP")
 
 
 class APIError(Exception):
-    def __init__(self, status: int, field: str, message: str) -> None:
+    def __init__(self, status: int, field: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.field, self.message = status, field, message
+        self.status, self.field, self.message, self.headers = status, field, message, headers
 
 
-def error_response(status: int, field: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "field": field}, status_code=status)
+def error_response(status: int, field: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(..., description="one line saying what is wrong")
+    field: str = Field(..., description="the request field it is about ('body' for the whole body, "
+                                        "'' when none)")
+
+
+def documented_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    meaning = {400: "the body is not a JSON object", 401: "missing or wrong API key (when the server has one)",
+               404: "no such model", 413: "the body is larger than max_body_bytes",
+               422: "a field has a bad value", 500: "an unexpected model failure",
+               503: "the model's queue is full (see Retry-After) or the server is shutting down",
+               504: "no answer within the request's deadline (timeout_s); its model work was stopped"}
+    return {status: {"model": ErrorBody, "description": meaning[status]} for status in statuses}
+
+
+POST_ERRORS = documented_errors(400, 401, 404, 413, 422, 500, 503, 504)
 
 
 # ----------------------------------------------------------------------------- request bodies
@@ -71,6 +112,8 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
     model: str | None = Field(None, description="a name from GET /models; may be left out when only "
                                                 "one model of the task is served")
+    timeout_s: float | None = Field(None, gt=0, description="seconds until the server gives up with 504; "
+                                                            "at most the server's timeout_s (default: that)")
 
 
 # The decoding fields come from the options type (null or absent: the model's default).
@@ -126,25 +169,68 @@ def field_of_user_error(message: str, body: BaseModel, default: str) -> str:
     return default
 
 
+class Admission:
+    """The bound of a model without a batcher (language models, forecasters): at most `limit`
+    requests running or waiting for a thread; touched on the event loop only."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.active = limit, 0
+
+    def enter(self) -> None:
+        if self.active >= self.limit:
+            raise QueueFull(f"{self.active} requests run or wait for this model already (max_queue)")
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
 class Server:
     """The app's state: the models, one batcher per translator and classifier, counters."""
 
     def __init__(self, models: dict[str, ServedModel], settings: ServeSettings) -> None:
         self.models, self.settings = models, settings
         self.started = time.time()
-        self.streams = {"started": 0, "finished": 0, "stopped": 0, "steps": 0}
+        self.streams = {"started": 0, "finished": 0, "stopped": 0, "steps": 0, "timed_out": 0}
+        self.metrics = Metrics()
         self.batchers: dict[str, Batcher] = {}
+        self.admissions: dict[str, Admission] = {}
+        self.stream_stops: set[threading.Event] = set()
         for name, served in models.items():
             if served.task in ("translation", "classification"):
-                self.batchers[name] = Batcher(self._runner(served), settings.batch_tokens,
-                                              settings.batch_wait_ms / 1000.0, settings.batching,
-                                              name=f"batcher-{name}")
+                watch_network(getattr(served.model, "model", None))
+                self.batchers[name] = self._batcher(served)
+                self.metrics.watch_depth(name, lambda name=name: self.batchers[name].depth)
+            else:
+                admission = self.admissions[name] = Admission(settings.max_queue)
+                self.metrics.watch_depth(name, lambda a=admission: a.active)
+
+    def _batcher(self, served: ServedModel) -> Batcher:
+        settings, name = self.settings, served.name
+        return Batcher(self._runner(served), settings.batch_tokens, settings.batch_wait_ms / 1000.0,
+                       settings.batching, name=f"batcher-{name}", max_queue=settings.max_queue,
+                       on_call=self.metrics.batch_size.labels(model=name).observe, on_drop=self._drop_counter(name))
+
+    def open(self) -> None:
+        """At the app's startup: batchers closed by an earlier shutdown start again (an app that
+        test clients start and stop more than once)."""
+        for name, batcher in self.batchers.items():
+            if batcher.closed:
+                self.batchers[name] = self._batcher(self.models[name])
+
+    def _drop_counter(self, name: str) -> Callable[[str, int], None]:
+        def count(reason: str, jobs: int) -> None:
+            self.metrics.dropped.labels(model=name, reason=reason).inc(jobs)
+        return count
 
     def _runner(self, served: ServedModel):
         budget = self.settings.batch_tokens
+        tokens = self.metrics.tokens.labels(model=served.name)
         if served.task == "translation":
             def run(key: Hashable, lines: list) -> list:
-                return served.model.translate(lines, return_hypotheses=True, **dict(key))
+                results = served.model.translate(lines, return_hypotheses=True, **dict(key))
+                tokens.inc(sum(len(getattr(h, "tokens", ())) + 1 for hyps in results for h in hyps))  # + </s>
+                return results
             return run
 
         def classify(key: Hashable, texts: list) -> list:
@@ -152,8 +238,69 @@ class Server:
         return classify
 
     def close(self) -> None:
+        for stop in list(self.stream_stops):
+            stop.set()
         for batcher in self.batchers.values():
             batcher.close()
+
+    def deadline(self, body: BaseModel) -> tuple[float, float]:
+        """(seconds allowed, time.monotonic() deadline): the request's timeout_s, capped by the server's."""
+        asked = getattr(body, "timeout_s", None)
+        seconds = self.settings.timeout_s if asked is None else min(asked, self.settings.timeout_s)
+        return seconds, time.monotonic() + seconds
+
+    def admit(self, served: ServedModel) -> Admission:
+        admission = self.admissions[served.name]
+        try:
+            admission.enter()
+        except QueueFull as error:
+            raise self.overloaded(served, error) from None
+        return admission
+
+    def check_room(self, served: ServedModel) -> None:
+        """Refuse before any parsing of options or tokenizing, which a full queue would waste."""
+        batcher = self.batchers[served.name]
+        if batcher.max_queue is not None and batcher.depth >= batcher.max_queue:
+            batcher.stats.rejected += 1
+            raise self.overloaded(served, QueueFull(f"{batcher.depth} requests wait for this model already "
+                                                    f"(max_queue)"))
+
+    def submit(self, served: ServedModel, key: Hashable, items: list, cost: int, deadline: float,
+               alone: bool = False) -> concurrent.futures.Future:
+        try:
+            return self.batchers[served.name].submit(key, items, cost, alone=alone, deadline=deadline)
+        except QueueFull as error:
+            raise self.overloaded(served, error) from None
+        except BatcherClosed:
+            raise APIError(503, "", "the server is shutting down", {"Retry-After": str(RETRY_AFTER_S)}) from None
+
+    def overloaded(self, served: ServedModel, error: Exception) -> APIError:
+        self.metrics.rejected.labels(model=served.name).inc()
+        return APIError(503, "model", f"model {served.name!r} is busy: {error}; retry after "
+                                      f"{RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)})
+
+    def timed_out(self, served: ServedModel, seconds: float) -> APIError:
+        self.metrics.timeouts.labels(model=served.name).inc()
+        return APIError(504, "timeout_s", f"no answer within timeout_s={seconds:g} s; the model's work on "
+                                          f"this request was stopped")
+
+    async def result(self, work, body: BaseModel, default_field: str, served: ServedModel,
+                     limit: tuple[float, float]):
+        """Await model work until the deadline; a UserError from it becomes a 422 naming its field,
+        the deadline a 504. A batcher job given up on is marked so that the worker drops it."""
+        seconds, deadline = limit
+        waited = asyncio.wrap_future(work) if isinstance(work, concurrent.futures.Future) else work
+        try:
+            return await asyncio.wait_for(waited, max(0.0, deadline - time.monotonic()))
+        except (asyncio.TimeoutError, DeadlineExceeded):
+            raise self.timed_out(served, seconds) from None
+        except BatcherClosed:
+            raise APIError(503, "", "the server is shutting down", {"Retry-After": str(RETRY_AFTER_S)}) from None
+        except UserError as error:
+            raise APIError(422, field_of_user_error(str(error), body, default_field), str(error)) from None
+        finally:
+            if hasattr(work, "abandon"):  # a no-op once it has its result
+                work.abandon()
 
     def pick(self, name: str | None, task: str, route: str) -> ServedModel:
         if name is None:
@@ -184,16 +331,6 @@ class Server:
                                                          f"{limits.max_text_chars} (max_text_chars)")
 
 
-async def call_model(future_or_call, body: BaseModel, default_field: str):
-    """Await model work; a UserError from it becomes a 422 naming the field it is about."""
-    try:
-        if asyncio.isfuture(future_or_call) or asyncio.iscoroutine(future_or_call):
-            return await future_or_call
-        return await asyncio.wrap_future(future_or_call)
-    except UserError as error:
-        raise APIError(422, field_of_user_error(str(error), body, default_field), str(error)) from None
-
-
 def translation_json(hyps: list, nbest: int, attention: bool, served: ServedModel, source: str) -> dict:
     best = hyps[0]
     item: dict[str, Any] = {"text": best.text, "score": round(float(best.score), 6)}
@@ -209,6 +346,14 @@ def translation_json(hyps: list, nbest: int, attention: bool, served: ServedMode
     return item
 
 
+def call_on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], Any]) -> None:
+    """From a model thread; a loop already closed (the server stopped) has nobody left to tell."""
+    try:
+        loop.call_soon_threadsafe(callback)
+    except RuntimeError:
+        pass
+
+
 def sse(event: str | None, data: dict) -> str:
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
@@ -222,11 +367,12 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
                   description="Translation, language models, sentence classification and forecasting "
                               "from seq2seq model directories.")
     app.state.server = server
+    app.router.add_event_handler("startup", server.open)
     app.router.add_event_handler("shutdown", server.close)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, error: APIError) -> JSONResponse:
-        return error_response(error.status, error.field, error.message)
+        return error_response(error.status, error.field, error.message, error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -242,22 +388,33 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
             return error_response(422, field, f"{field}: unknown option (see /docs for the accepted ones)")
         return error_response(422, field, f"{field}: {first.get('msg', 'invalid value')}")
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own answers (404 unknown path, 405, 400 for a body that is not UTF-8) in the API's shape
+        field = "body" if error.status_code == 400 else ""
+        return error_response(error.status_code, field, str(error.detail), getattr(error, "headers", None))
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         return error_response(500, "", f"internal error: {type(error).__name__}: {error}")
 
-    @app.get("/health", summary="Liveness: answers while models work")
+    @app.get("/health", summary="Liveness: answers while models work; needs no API key")
     async def health() -> dict:
         return {"status": "ok", "models": len(server.models), "uptime_s": round(time.time() - server.started, 3)}
 
-    @app.get("/models", summary="The models served")
+    @app.get("/models", summary="The models served", responses=documented_errors(401))
     async def list_models() -> dict:
-        return {"models": [m.describe() for m in server.models.values()],
-                "limits": asdict(settings)}
+        return {"models": [m.describe() for m in server.models.values()], "limits": settings.public()}
 
-    @app.post("/translate", summary="Translate sentences (batched with concurrent requests)")
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(server.metrics.render(), media_type=server.metrics.content_type)
+
+    @app.post("/translate", summary="Translate sentences (batched with concurrent requests)", responses=POST_ERRORS)
     async def translate(body: TranslateBody) -> dict:
+        limit = server.deadline(body)
         served = server.pick(body.model, "translation", "/translate")
+        server.check_room(served)
         server.check_texts(body.text)
         try:  # the request's options over the model's defaults
             options = served.model.options(**{name: getattr(body, name) for name in REQUEST_OPTIONS})
@@ -267,12 +424,13 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
             raise APIError(422, "beam", f"beam={options.beam} is above the server's limit of {settings.max_beam}")
         if options.sampling and options.nbest > settings.max_beam:
             raise APIError(422, "nbest", f"nbest={options.nbest} must be between 1 and max_beam={settings.max_beam}")
+        check_seed(options.seed)
         key = (*options.updated(batch_tokens=settings.batch_tokens).as_dict().items(),
                ("return_attention", body.return_attention))
         cost = sum(max(len(ids), 1) for ids in served.model.src_tokenizer.encode(list(body.text)))
-        future = server.batchers[served.name].submit(key, body.text, cost,
-                                                     alone=options.sampling and options.seed is not None)
-        results = await call_model(future, body, "text")
+        future = server.submit(served, key, body.text, cost, limit[1],
+                               alone=options.sampling and options.seed is not None)
+        results = await server.result(future, body, "text", served, limit)
         return {"model": served.name, "translations": [
             translation_json(hyps, options.nbest, body.return_attention, served, source)
             for hyps, source in zip(results, body.text)]}
@@ -288,33 +446,75 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
         if body.num_samples > settings.max_samples:
             raise APIError(422, "num_samples", f"num_samples={body.num_samples} is above the server's limit "
                                                f"of {settings.max_samples}")
-        return served, options_of(body, set())
+        check_seed(body.seed)
+        return served, options_of(body, {"timeout_s"})
 
-    @app.post("/generate", summary="Continue a prompt with a language model")
+    def run_on_thread(admission: Admission, work: Callable[[], Any]) -> asyncio.Future:
+        """`work` on a thread; its admission is given back when the thread is done, not when the
+        request gives up (the thread may still be in its last step)."""
+        loop = asyncio.get_running_loop()
+
+        def guarded() -> Any:
+            try:
+                return work()
+            finally:
+                call_on_loop(loop, admission.leave)
+
+        try:
+            return asyncio.ensure_future(asyncio.to_thread(guarded))
+        except BaseException:
+            admission.leave()
+            raise
+
+    @app.post("/generate", summary="Continue a prompt with a language model", responses=POST_ERRORS)
     async def generate(body: GenerateBody) -> dict:
+        limit = server.deadline(body)
         served, options = generation_options(body)
+        tokens = server.metrics.tokens.labels(model=served.name)
+        gave_up = threading.Event()
 
         def work() -> list[str]:
             import torch
 
+            # Checked before the first step (the request may have waited for a thread past its
+            # deadline) and between steps: the thread stops within a character of the deadline.
+            parts: list[list[str]] = [[] for _ in range(options["num_samples"])]
             with torch.inference_mode():
-                return served.model.generate(options.pop("prompt"), options.pop("max_chars"), **options)
+                steps = served.model.stream(options.pop("prompt"), options.pop("max_chars"), **options)
+                try:
+                    for pieces in steps:
+                        if gave_up.is_set() or time.monotonic() >= limit[1]:
+                            raise DeadlineExceeded("the deadline passed while generating")
+                        for part, piece in zip(parts, pieces):
+                            part.append(piece)
+                        tokens.inc(sum(len(piece) for piece in pieces))
+                finally:
+                    steps.close()
+            return ["".join(part) for part in parts]
 
-        texts = await call_model(asyncio.to_thread(work), body, "prompt")
+        running = run_on_thread(server.admit(served), work)
+        try:
+            texts = await server.result(running, body, "prompt", served, limit)
+        finally:
+            gave_up.set()
         return {"model": served.name, "text": texts[0], "texts": texts}
 
     @app.post("/generate/stream", summary="Continue a prompt, streamed as server-sent events",
               description="Events: `data: {\"text\": ...}` as characters are generated, then "
-                          "`event: end` (or `event: error`). Generation stops when the client goes away.",
-              response_class=StreamingResponse)
+                          "`event: end` (or `event: error`). Generation stops when the client goes away "
+                          "and at the request's deadline (timeout_s; then `event: error`).",
+              response_class=StreamingResponse, responses=POST_ERRORS)
     async def generate_stream(body: GenerateBody) -> StreamingResponse:
+        seconds, deadline = server.deadline(body)
         served, options = generation_options(body)
         if body.num_samples != 1:
             raise APIError(422, "num_samples", "the stream sends one sample; use POST /generate for several")
+        admission = server.admit(served)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         stop = threading.Event()
         counts = server.streams
+        tokens = server.metrics.tokens.labels(model=served.name)
 
         def produce() -> None:
             import torch
@@ -331,7 +531,13 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
                         if stop.is_set():
                             counts["stopped"] += 1
                             return
+                        if time.monotonic() >= deadline:
+                            counts["timed_out"] += 1
+                            server.metrics.timeouts.labels(model=served.name).inc()
+                            put("error", f"the stream reached its deadline (timeout_s={seconds:g} s) and stops here")
+                            return
                         if pieces[0]:
+                            tokens.inc(len(pieces[0]))
                             put("text", pieces[0])
                 put("end", None)
             except UserError as error:
@@ -342,10 +548,10 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
                 if steps is not None:
                     steps.close()
                 counts["finished"] += 1
+                server.stream_stops.discard(stop)
+                call_on_loop(loop, admission.leave)
 
         async def events() -> AsyncIterator[str]:
-            counts["started"] += 1
-            threading.Thread(target=produce, name="generate-stream", daemon=True).start()
             sent = 0
             try:
                 while True:
@@ -369,23 +575,36 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
             finally:
                 stop.set()  # the client went away, or the stream is over: the thread stops at its next step
 
+        # Started here, not in events(): a client gone before the answer starts never runs events(),
+        # and the thread (which gives the admission back) must end all the same, at the deadline at last.
+        counts["started"] += 1
+        server.stream_stops.add(stop)
+        try:
+            threading.Thread(target=produce, name="generate-stream", daemon=True).start()
+        except BaseException:
+            server.stream_stops.discard(stop)
+            admission.leave()
+            raise
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.post("/classify", summary="Label sentences with a classifier")
+    @app.post("/classify", summary="Label sentences with a classifier", responses=POST_ERRORS)
     async def classify(body: ClassifyBody) -> dict:
+        limit = server.deadline(body)
         served = server.pick(body.model, "classification", "/classify")
+        server.check_room(served)
         server.check_texts(body.text)
-        future = server.batchers[served.name].submit("classify", body.text, sum(len(t) for t in body.text))
-        predictions = await call_model(future, body, "text")
+        future = server.submit(served, "classify", body.text, sum(len(t) for t in body.text), limit[1])
+        predictions = await server.result(future, body, "text", served, limit)
         return {"model": served.name, "predictions": [
             {"label": None, "probability": None, "probabilities": {}} if p is None else
             {"label": p.label, "probability": round(p.probability, 6),
              "probabilities": {k: round(v, 6) for k, v in p.probabilities.items()}}
             for p in predictions]}
 
-    @app.post("/forecast", summary="Forecast the weeks after a weekly history")
+    @app.post("/forecast", summary="Forecast the weeks after a weekly history", responses=POST_ERRORS)
     async def forecast(body: ForecastBody) -> dict:
+        limit = server.deadline(body)
         served = server.pick(body.model, "forecast", "/forecast")
         if not body.values:
             raise APIError(422, "values", "values is empty; give the weekly history")
@@ -401,10 +620,13 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
         def work() -> list[float]:
             import torch
 
+            # One forward pass, not stoppable part-way; skipped when the deadline passed while it waited.
+            if time.monotonic() >= limit[1]:
+                raise DeadlineExceeded("the deadline passed before a thread was free")
             with torch.inference_mode():
                 return [float(v) for v in served.model.forecast(list(body.values), body.horizon)]
 
-        values = await call_model(asyncio.to_thread(work), body, "values")
+        values = await server.result(run_on_thread(server.admit(served), work), body, "values", served, limit)
         return {"model": served.name, "horizon": body.horizon, "forecast": values}
 
     @app.get("/", include_in_schema=False)
@@ -412,4 +634,20 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
         return FileResponse(str(STATIC_DIR / "index.html"), media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+
+    # Outermost last: metrics see every answer (401 and 413 too); the key is checked before the
+    # size, so that a caller without the key learns nothing about the limits.
+    app.add_middleware(BodySizeMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(APIKeyMiddleware, key=settings.api_key)
+    known = frozenset(route.path for route in app.routes if hasattr(route, "path"))
+    app.add_middleware(MetricsMiddleware, metrics=server.metrics, known_paths=known)
     return app
+
+
+SEED_RANGE = (-2**63, 2**64 - 1)  # what torch.Generator.manual_seed takes; a JSON integer may be any size
+
+
+def check_seed(seed: int | None) -> None:
+    if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise APIError(422, "seed", f"seed={seed} must be between -2**63 and 2**64-1")

@@ -5,14 +5,28 @@
 const $ = (id) => document.getElementById(id);
 let models = [];
 let streaming = null; // AbortController of the running generation
+// A server started with an API key answers 401 without it: the page asks once and keeps the key
+// for this tab only (sessionStorage), never in the address or a cookie.
+let apiKey = sessionStorage.getItem("seq2seq-api-key") || "";
 
 function showError(message) { $("error").textContent = message || ""; }
 
+function headers(extra = {}) {
+  return apiKey ? { ...extra, Authorization: `Bearer ${apiKey}` } : extra;
+}
+
+function askForKey(message) {
+  $("key-form").hidden = false;
+  $("api-key").focus();
+  showError(message);
+}
+
 async function postJSON(path, body) {
   const response = await fetch(path, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    method: "POST", headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify(body),
   });
   const data = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+  if (response.status === 401) askForKey(data.error);
   if (!response.ok) throw new Error(data.field ? `${data.field}: ${data.error}` : data.error);
   return data;
 }
@@ -34,7 +48,13 @@ function choose() {
 }
 
 async function loadModels() {
-  const response = await fetch("/models");
+  const response = await fetch("/models", { headers: headers() });
+  if (response.status === 401) {
+    $("status").textContent = "";
+    askForKey(apiKey ? "the API key was not accepted" : "");
+    return;
+  }
+  $("key-form").hidden = true;
   models = (await response.json()).models;
   const select = $("model");
   select.replaceChildren(...models.map((m) => new Option(`${m.name} (${m.task.replace("_", " ")})`, m.name)));
@@ -97,14 +117,15 @@ async function generate() {
   $("stop").disabled = false;
   try {
     const response = await fetch("/generate/stream", {
-      method: "POST", headers: { "Content-Type": "application/json" }, signal: streaming.signal,
+      method: "POST", headers: headers({ "Content-Type": "application/json" }), signal: streaming.signal,
       body: JSON.stringify({
         model: current().name, prompt: $("prompt").value,
         max_chars: Number($("max-chars").value), temperature: Number($("temperature").value),
       }),
     });
     if (!response.ok) {
-      const data = await response.json();
+      const data = await response.json().catch(() => ({ field: "", error: `HTTP ${response.status}` }));
+      if (response.status === 401) askForKey(data.error);
       throw new Error(`${data.field}: ${data.error}`);
     }
     const reader = response.body.getReader();
@@ -190,6 +211,13 @@ async function forecast() {
   }
 }
 
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  apiKey = $("api-key").value.trim();
+  sessionStorage.setItem("seq2seq-api-key", apiKey);
+  showError("");
+  loadModels().catch((error) => showError(`cannot list the models: ${error.message}`));
+});
 $("model").addEventListener("change", choose);
 $("translate").addEventListener("click", translate);
 $("generate").addEventListener("click", generate);
