@@ -15,8 +15,9 @@ from seq2seq.sampling import check_sampling, sample_tokens
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 # Finished sentences leave a beam-search batch once they are at least this share of it (0: as
-# soon as one finishes). Beam 5 over Multi30k's test set, fp32 with the shortlist (AMD EPYC Zen 4):
-# 0.25 took 4.8 s against 5.4 s for 0, same output (README, "Translate"; benchmarks/decode_speed.py).
+# soon as one finishes): removing them copies the encoder memory and states of all the others,
+# which a few finished rows do not pay for. Measured in benchmarks/decode_speed.py (`_compactnow`);
+# figures in the README, "Translate".
 COMPACT_FRACTION = 0.25
 
 # Never produced by a search: padding, the start symbol, and the unknown piece (the tokenizer

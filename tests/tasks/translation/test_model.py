@@ -40,10 +40,14 @@ def test_step_by_step_decoding_matches_teacher_forcing():
     assert model.decoder.steps_in_parallel
     src, lengths = random_batch([4, 6])
     tgt_in = torch.randint(4, 29, (2, 5))
+    assert_steps_match_teacher_forcing(model, src, lengths, tgt_in)
+
+
+def assert_steps_match_teacher_forcing(model, src, lengths, tgt_in) -> None:
     with torch.no_grad():
         parallel = model.project(model(src, lengths, tgt_in)).log_softmax(-1)
         enc, state = model.encode(src, lengths)
-        for t in range(5):
+        for t in range(tgt_in.size(1)):
             log_probs, state, _ = model.decode_step(tgt_in[:, t], state, enc)
             torch.testing.assert_close(log_probs, parallel[:, t], rtol=1e-5, atol=1e-5)
 
@@ -65,12 +69,7 @@ def test_decoding_after_training_steps_uses_the_new_weights(attention):
         optimizer.step()
         optimizer.zero_grad()
         model.eval()
-        with torch.no_grad():
-            teacher_forced = model.project(model(src, lengths, tgt_in)).log_softmax(-1)
-            enc, state = model.encode(src, lengths)
-            for t in range(5):
-                log_probs, state, _ = model.decode_step(tgt_in[:, t], state, enc)
-                torch.testing.assert_close(log_probs, teacher_forced[:, t], rtol=1e-5, atol=1e-5)
+        assert_steps_match_teacher_forcing(model, src, lengths, tgt_in)
 
 
 def test_tied_and_shared_embeddings():
