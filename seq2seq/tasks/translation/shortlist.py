@@ -27,20 +27,21 @@ from typing import Any
 import torch
 
 from seq2seq.errors import UserError
+from seq2seq.tasks.translation.shortlist_file import (  # noqa: F401  (SHORTLIST_FILE: where callers look)
+    _BANNED,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SHORTLIST_FILE,
+    SPECIAL_IDS,
+    _is_int,
+    read_shortlist,
+)
 from seq2seq.text import publish
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, file_digest
+from seq2seq.tokenizer import EOS_ID, PAD_ID, file_digest
 
 log = logging.getLogger(__name__)
 
-SHORTLIST_FILE = "shortlist.json"
-FORMAT_NAME = "seq2seq-shortlist"
-FORMAT_VERSION = 1
 METHODS = ("ibm1", "cooccurrence")
-
-# The search bans these itself and they keep their index through SPECIAL_IDS, so a stored list
-# holding one is a sign of a file written by something else.
-_BANNED = (PAD_ID, BOS_ID, UNK_ID)
-SPECIAL_IDS = (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
 
 # Pair occurrences expanded at once: about 10 int64 tensors of this length live together while
 # a chunk is expanded, so ~160 MB whatever the corpus size.
@@ -138,94 +139,14 @@ class Shortlist:
     def load(cls, path: str | os.PathLike, src_tokenizer=None, tgt_tokenizer=None) -> Shortlist:
         """Read and validate a shortlist file; with the model's tokenizers, also check it was built
         for them (same model files, same vocabulary sizes)."""
-        path = Path(path)
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except FileNotFoundError:
-            raise UserError(f"{path}: shortlist file not found") from None
-        except IsADirectoryError:
-            raise UserError(f"{path}: is a directory, not a shortlist file") from None
-        except OSError as error:
-            raise UserError(f"{path}: cannot read the shortlist ({error.strerror or error})") from None
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not a shortlist file (not UTF-8 text)") from None
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}: not a shortlist file (invalid JSON at line {error.lineno} "
-                            f"column {error.colno}: {error.msg})") from None
-        shortlist = _from_document(document, path)
-        for side, tokenizer, size, digest in (
-            ("source", src_tokenizer, shortlist.src_vocab_size, shortlist.src_tokenizer_digest),
-            ("target", tgt_tokenizer, shortlist.tgt_vocab_size, shortlist.tgt_tokenizer_digest),
-        ):
-            if tokenizer is None:
-                continue
-            actual = file_digest(tokenizer.model_file)
-            if tokenizer.vocab_size != size or actual != digest:
-                raise UserError(
-                    f"{path} was built for another {side} vocabulary ({size} pieces, tokenizer "
-                    f"{digest or 'unrecorded'}; the model's has {tokenizer.vocab_size} pieces, tokenizer {actual}); "
-                    "rebuild it with seq2seq-shortlist model=DIR"
-                )
-        return shortlist
-
-
-def _from_document(document: Any, path: Path) -> Shortlist:
-    def invalid(reason: str) -> UserError:
-        return UserError(f"{path}: not a valid shortlist file ({reason})")
-
-    if not isinstance(document, dict):
-        raise UserError(f"{path}: not a shortlist file (a JSON {type(document).__name__}, not an object)")
-    if document.get("format") != FORMAT_NAME:
-        raise UserError(f"{path}: not a shortlist file (format is {document.get('format')!r}, "
-                        f"expected {FORMAT_NAME!r})")
-    version = document.get("format_version")
-    if not _is_int(version) or version < 1:
-        raise invalid(f"format_version {version!r} is not a positive integer")
-    if version > FORMAT_VERSION:
-        raise UserError(f"{path}: shortlist format_version {version} is newer than this toolkit reads "
-                        f"({FORMAT_VERSION}); upgrade seq2seq or rebuild the shortlist")
-    src_size, tgt_size = document.get("src_vocab_size"), document.get("tgt_vocab_size")
-    if not _is_int(src_size) or src_size < 1:
-        raise invalid(f"src_vocab_size {src_size!r} is not a positive integer")
-    if not _is_int(tgt_size) or tgt_size <= EOS_ID:
-        raise invalid(f"tgt_vocab_size {tgt_size!r} is not an integer above {EOS_ID}")
-    for key in ("src_tokenizer", "tgt_tokenizer"):
-        if not isinstance(document.get(key), str):
-            raise invalid(f"{key} is not a string")
-    if not isinstance(document.get("settings"), dict):
-        raise invalid("settings is not an object")
-    frequent, rows = document.get("frequent"), document.get("candidates")
-    if not _is_id_list(frequent):
-        raise invalid("frequent is not a list of integers")
-    if not isinstance(rows, list) or not all(_is_id_list(row) for row in rows):
-        raise invalid("candidates is not a list of lists of integers")
-    if len(rows) != src_size:
-        raise invalid(f"candidates has {len(rows)} lists for {src_size} source pieces")
-
-    frequent_ids = torch.tensor(frequent, dtype=torch.long)
-    candidates = torch.tensor(list(itertools.chain.from_iterable(rows)), dtype=torch.long)
-    for name, ids in (("frequent", frequent_ids), ("candidates", candidates)):
-        if ids.numel() == 0:
-            continue
-        if int(ids.min()) < 0 or int(ids.max()) >= tgt_size:
-            raise invalid(f"{name} has ids outside [0, {tgt_size})")
-        if bool(torch.isin(ids, torch.tensor(_BANNED)).any()):
-            raise invalid(f"{name} contains a pad, bos or unk id ({', '.join(map(str, _BANNED))})")
-    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)])
-    return Shortlist(frequent=frequent_ids, offsets=offsets, candidates=candidates, src_vocab_size=src_size,
-                     tgt_vocab_size=tgt_size, src_tokenizer_digest=document["src_tokenizer"],
-                     tgt_tokenizer_digest=document["tgt_tokenizer"], settings=document["settings"])
-
-
-def _is_int(value: Any) -> bool:
-    return type(value) is int  # JSON true/false load as bool, a subclass of int: not an id
-
-
-def _is_id_list(value: Any) -> bool:
-    return isinstance(value, list) and all(type(v) is int for v in value)
+        document = read_shortlist(path, src_tokenizer, tgt_tokenizer)
+        lengths = torch.tensor([len(row) for row in document.rows], dtype=torch.long)
+        return Shortlist(frequent=torch.tensor(document.frequent, dtype=torch.long),
+                         offsets=torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)]),
+                         candidates=torch.tensor(list(itertools.chain.from_iterable(document.rows)), dtype=torch.long),
+                         src_vocab_size=document.src_vocab_size, tgt_vocab_size=document.tgt_vocab_size,
+                         src_tokenizer_digest=document.src_tokenizer_digest,
+                         tgt_tokenizer_digest=document.tgt_tokenizer_digest, settings=document.settings)
 
 
 def build_shortlist(
