@@ -58,19 +58,31 @@ cp "$ca_bundle" "$work/build-host.crt"
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security=${SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 start=$SECONDS
-# minbase: Essential plus apt (and passwd, for the images' useradd). The host's bundle goes in as a
-# local CA file, so update-ca-certificates keeps it should a derived image run it again.
-mmdebstrap --quiet --variant=minbase --format=tar \
+# minbase: Essential plus apt (and passwd, for the images' useradd). The merged-usr hook sets up
+# merged /usr itself; otherwise apt picks the usrmerge package, which brings 50 MB of perl.
+# Documentation and message translations stay out, as in Debian's slim images (copyrights stay).
+# The host's bundle goes in as a local CA file, so update-ca-certificates keeps it should a
+# derived image run it again.
+if ! mmdebstrap --quiet --variant=minbase --format=tar \
+  --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
   --include=python3,python3-venv,ca-certificates \
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
   --customize-hook="upload $work/build-host.crt /usr/local/share/ca-certificates/build-host.crt" \
   --customize-hook='chroot "$1" update-ca-certificates >/dev/null 2>&1' \
   --customize-hook="upload $work/pip.conf /etc/pip.conf" \
-  --customize-hook='rm -rf "$1"/usr/share/doc/* "$1"/usr/share/man/* "$1"/usr/share/info/*' \
   bookworm - \
   "deb $mirror bookworm main" "deb $mirror bookworm-updates main" "deb $security bookworm-security main" \
+  2>"$work/mmdebstrap.log" \
   | "$docker" import \
       --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
       --change 'CMD ["python3"]' \
       --message "mmdebstrap bookworm minbase + python3, python3-venv, ca-certificates (.ci/container-base.sh)" \
       - "$tag" >/dev/null
+then
+  tail -n 40 "$work/mmdebstrap.log" >&2
+  echo "container-base: building $tag failed (mmdebstrap's last lines above)" >&2
+  exit 1
+fi
 echo "container-base: built $tag in $((SECONDS - start)) s ($("$docker" image inspect -f '{{.Size}}' "$tag") bytes)"

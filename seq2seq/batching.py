@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seq2seq.errors import UserError
+from seq2seq.portable.batches import length_sorted_batches  # noqa: F401  (also the PyTorch code's)
 from seq2seq.tokenizer import PAD_ID
 
 # Only named in annotations: translating or classifying with a model directory pads its batches
@@ -197,21 +198,3 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.resume(int(state["epoch"]), int(state["batches_done"]))
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
-    """Positions grouped longest first into batches of at most `batch_tokens` padded tokens."""
-    if batch_tokens <= 0:
-        raise UserError(f"batch_tokens={batch_tokens} must be positive")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches, current, width = [], [], 0
-    for i in order:
-        w = max(width, lengths[i], 1)
-        if current and w * (len(current) + 1) > batch_tokens:
-            batches.append(current)
-            current, w = [], max(lengths[i], 1)
-        current.append(i)
-        width = w
-    if current:
-        batches.append(current)
-    return batches
