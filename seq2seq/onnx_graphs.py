@@ -13,7 +13,10 @@ Graphs (opset `OPSET`; names of inputs and outputs are the contract with seq2seq
                                    -> memory (B, S, K), [keys (B, S, A)], h (L, B, H), c (L, B, H)
                 decoder_step.onnx  tokens (N,) int64, h, c, [feed (N, O)], [memory, mask (N, S) bool,
                                    [keys]], output_weight (O, V'), output_bias (V',)
-                                   -> logits (N, V'), h_out, c_out, [feed_out], [attention (N, S)]
+                                   k (1,) int64
+                                   -> logits (N, V'), log_norm (N, 1), top_scores (N, k) and
+                                   top_tokens (N, k) (pad/unk/bos banned), h_out, c_out,
+                                   [feed_out], [attention (N, S)]
                 output_layer.onnx  vocab (V',) int64 -> output_weight (O, V'), output_bias (V',):
                                    the output layer over a shortlist's pieces (all: arange(V))
   language_model  lm_step.onnx     tokens (N,) int64, h, c -> logits (N, V), h_out, c_out
@@ -224,6 +227,7 @@ def translation_decoder_step(model) -> onnx.ModelProto:
             keys = g.input("keys", FLOAT, ["rows", "source", attention.key_projection.weight.size(0)])
     output_weight = g.input("output_weight", FLOAT, [out_size, "vocab"])
     output_bias = g.input("output_bias", FLOAT, ["vocab"])
+    width = g.input("k", INT64, [1])
 
     inputs = [g.op("Gather", g.const(decoder.embedding.weight, "tgt_embedding"), tokens, axis=0)]  # (N, E)
     context = weights = None
@@ -240,8 +244,21 @@ def translation_decoder_step(model) -> onnx.ModelProto:
     features = top if context is None else g.op("Concat", top, context, axis=1)
     output = g.op("Tanh", g.linear(features, decoder.output_layer.weight, decoder.output_layer.bias))  # (N, O)
     logits = g.op("Add", g.op("MatMul", output, output_weight), output_bias)
+    # The searches' part of the step, so that only k candidates per row leave the graph: the
+    # normalizer (before any ban), then the k best pieces with pad, unk and bos banned (ids 0..2
+    # in any shortlist too). TopK puts the lower id first among equal scores, as the searches do.
+    log_norm = g.op("ReduceLogSumExp", logits, axes=[1], keepdims=1)
+    columns = g.op("Range", g.const(np.array(0, dtype=np.int64)),
+                   g.op("Gather", g.op("Shape", logits), g.const(np.array(1, dtype=np.int64)), axis=0),
+                   g.const(np.array(1, dtype=np.int64)))
+    banned = g.op("Where", g.op("Less", columns, g.const(np.array(3, dtype=np.int64))),
+                  g.const(np.array(-np.inf, dtype=np.float32)), logits)
+    top_scores, top_tokens = g.op("TopK", banned, width, axis=1, largest=1, sorted=1, outputs=2)
 
     g.output("logits", logits, FLOAT, ["rows", "vocab"])
+    g.output("log_norm", log_norm, FLOAT, ["rows", 1])
+    g.output("top_scores", top_scores, FLOAT, ["rows", "k"])
+    g.output("top_tokens", top_tokens, INT64, ["rows", "k"])
     g.output("h_out", h_out, FLOAT, [layers, "rows", hidden])
     g.output("c_out", c_out, FLOAT, [layers, "rows", hidden])
     if feed is not None:

@@ -5,16 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from seq2seq.errors import UserError
-
-
-def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
-    if not temperature > 0:
-        raise UserError(f"temperature={temperature} must be greater than 0")
-    if top_k < 0:
-        raise UserError(f"top_k={top_k} must be 0 (off) or positive")
-    if not 0.0 < top_p <= 1.0:
-        raise UserError(f"top_p={top_p} must be in (0, 1]")
+from seq2seq.portable.sampling import check_sampling  # noqa: F401  (shared with the runtime)
 
 
 def sample_tokens(log_probs: torch.Tensor, temperature: float, top_k: int, top_p: float,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from seq2seq.errors import UserError
+from seq2seq.portable.sampling import check_sampling, logsumexp, sample_tokens
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 # As in seq2seq.tasks.translation.search (measured there).
@@ -40,12 +41,6 @@ def max_output_lengths(src_lengths: np.ndarray, max_len_ratio: float, max_len_of
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT length penalty ((5 + |Y|) / 6) ** alpha (Wu et al. 2016); alpha=0 turns it off."""
     return ((5.0 + length) / 6.0) ** alpha
-
-
-def logsumexp(scores: np.ndarray) -> np.ndarray:
-    """(R, V) -> (R, 1), stable."""
-    top = scores.max(axis=1, keepdims=True)
-    return top + np.log(np.exp(scores - top).sum(axis=1, keepdims=True))
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,26 +80,28 @@ def ban_repeated_ngrams(scores: np.ndarray, history: np.ndarray, n: int) -> None
                 scores[r, tokens[start + n - 1]] = NEG_INF
 
 
-def sample_tokens(log_probs: np.ndarray, temperature: float, top_k_count: int, top_p: float,
-                  rng: np.random.Generator) -> np.ndarray:
-    """(R, V) log-probabilities -> (R,) drawn ids: temperature, then top-k and/or nucleus (top-p)
-    restriction, as seq2seq.sampling does."""
-    logits = log_probs / np.float32(temperature)
-    if 0 < top_k_count < logits.shape[1]:
-        kth = -np.partition(-logits, top_k_count - 1, axis=1)[:, top_k_count - 1:top_k_count]
-        logits = np.where(logits < kth, NEG_INF, logits)
-    if top_p < 1.0:
-        order = np.argsort(-logits, axis=1, kind="stable")
-        sorted_logits = np.take_along_axis(logits, order, 1)
-        probs = np.exp(sorted_logits - logsumexp(sorted_logits))
-        drop = np.cumsum(probs, axis=1) - probs >= top_p  # the first token always stays
-        restricted = np.where(drop, NEG_INF, sorted_logits)
-        logits = np.empty_like(logits)
-        np.put_along_axis(logits, order, restricted, 1)
-    probs = np.exp(logits - logsumexp(logits)).astype(np.float64)
-    probs /= probs.sum(axis=1, keepdims=True)
-    draws = rng.random(len(probs))[:, None]
-    return np.minimum((np.cumsum(probs, axis=1) < draws).sum(axis=1), probs.shape[1] - 1)
+def step_candidates(model, prev: np.ndarray, state, memory, width: int, at_limit: np.ndarray,
+                    history: np.ndarray | None = None, no_repeat_ngram_size: int = 0):
+    """The `width` best allowed pieces of each row: (R, W) raw scores and ids (EOS alone where a
+    row is at its length limit), the (R, 1) normalizer, the new state and the attention.
+
+    The model's graph picks them itself unless n-grams are blocked, which needs each row's
+    history: then the full scores come out and are picked here."""
+    if not no_repeat_ngram_size and hasattr(model, "step_top"):
+        scores, tokens, log_norm, state, weights = model.step_top(prev, state, memory, width)
+        if at_limit.any():
+            index = np.nonzero(at_limit)[0]
+            scores[index] = NEG_INF
+            scores[index, 0], tokens[index, 0] = log_norm[index, 0], EOS_ID
+        return scores, tokens, log_norm, state, weights
+    logits, state, weights = model.step_logits(prev, state, memory)
+    log_norm = logsumexp(logits)
+    ban_specials(logits)
+    if no_repeat_ngram_size:
+        ban_repeated_ngrams(logits, history, no_repeat_ngram_size)
+    force_eos(logits, at_limit, log_norm)
+    scores, tokens = top_k(logits, width)
+    return scores, tokens, log_norm, state, weights
 
 
 def greedy_search(model, src: np.ndarray, src_lengths: np.ndarray, max_len_ratio: float = 2.0,
@@ -120,14 +117,15 @@ def greedy_search(model, src: np.ndarray, src_lengths: np.ndarray, max_len_ratio
     scores = [0.0] * batch
     attention: list[list[np.ndarray]] = [[] for _ in range(batch)]
     for t in range(int(limits.max())):
-        logits, state, weights = model.step_logits(prev, state, memory)
-        log_norm = logsumexp(logits)
-        ban_specials(logits)
-        force_eos(logits, limits[alive] - 1 == t, log_norm)
         if choose is None:
-            best = logits.argmax(axis=1)
-            best_scores = logits[np.arange(len(best)), best] - log_norm[:, 0]
+            scores_1, tokens_1, log_norm, state, weights = step_candidates(model, prev, state, memory, 1,
+                                                                           limits[alive] - 1 == t)
+            best, best_scores = tokens_1[:, 0], scores_1[:, 0] - log_norm[:, 0]
         else:
+            logits, state, weights = model.step_logits(prev, state, memory)
+            log_norm = logsumexp(logits)
+            ban_specials(logits)
+            force_eos(logits, limits[alive] - 1 == t, log_norm)
             log_probs = logits - log_norm
             best = choose(log_probs)
             best_scores = log_probs[np.arange(len(best)), best]
@@ -171,16 +169,12 @@ def beam_search(model, src: np.ndarray, src_lengths: np.ndarray, beam_size: int 
     prev = np.full(batch * k, BOS_ID, dtype=np.int64)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
     finished_count = np.zeros(batch, dtype=np.int64)
+    # 2K candidates per beam guarantee K that do not end here (at most K of them are EOS).
+    width = min(2 * k, model.vocabulary_size())
 
     for t in range(int(limits.max())):
-        logits, state, _ = model.step_logits(prev, state, memory)  # (B'*K, V)
-        log_norm = logsumexp(logits)
-        ban_specials(logits)
-        if no_repeat_ngram_size > 0:
-            ban_repeated_ngrams(logits, history, no_repeat_ngram_size)
-        force_eos(logits, np.repeat(limits[alive] - 1 == t, k), log_norm)
-        width = min(2 * k, logits.shape[1])
-        beam_logits, beam_tokens = top_k(logits, width)
+        beam_logits, beam_tokens, log_norm, state, _ = step_candidates(
+            model, prev, state, memory, width, np.repeat(limits[alive] - 1 == t, k), history, no_repeat_ngram_size)
         beam_scores = beam_logits - log_norm
         candidates = (scores.reshape(-1, 1) + beam_scores).reshape(len(alive), k * width)
         top_scores, top_index = top_k(candidates, min(2 * k, k * width))
@@ -234,6 +228,7 @@ def sample(model, src: np.ndarray, src_lengths: np.ndarray, num_samples: int, te
            return_attention: bool = False) -> list[list[Hypothesis]]:
     """`num_samples` independent draws per sentence, highest score first (scores are the model's
     log-probabilities of the drawn tokens)."""
+    check_sampling(temperature, top_k_count, top_p)
     batch = src.shape[0]
     expand = np.repeat(np.arange(batch), num_samples)
     results = greedy_search(model, src[expand], src_lengths[expand], max_len_ratio, max_len_offset, return_attention,

@@ -73,6 +73,10 @@ class ExportedSeq2Seq:
         self.vocab = vocab
         self.layer = self._full_layer if vocab is None else self.restricted_layer(vocab)
 
+    def vocabulary_size(self) -> int:
+        """The pieces the search chooses among (the shortlist's, when restricted)."""
+        return self.tgt_vocab_size if self.vocab is None else len(self.vocab)
+
     def encode(self, src: np.ndarray, src_lengths: np.ndarray) -> tuple[EncoderMemory, DecoderState]:
         outputs = dict(zip(self._encoder_outputs, self.encoder.run(None, {"src": src, "src_lengths": src_lengths})))
         mask = src != PAD_ID
@@ -83,23 +87,38 @@ class ExportedSeq2Seq:
                                mask if self.attention else None)
         return memory, DecoderState(outputs["h"], outputs["c"], feed)
 
-    def step_logits(self, prev: np.ndarray, state: DecoderState, memory: EncoderMemory
-                    ) -> tuple[np.ndarray, DecoderState, np.ndarray | None]:
+    def _run(self, first_outputs: list[str], prev: np.ndarray, state: DecoderState, memory: EncoderMemory,
+             width: int) -> tuple[list[np.ndarray], DecoderState, np.ndarray | None]:
         tokens = prev if self.vocab is None else self.vocab[prev]
-        feeds = {"tokens": tokens, "h": state.h, "c": state.c,
+        feeds = {"tokens": tokens, "h": state.h, "c": state.c, "k": np.array([width], dtype=np.int64),
                  "output_weight": self.layer[0], "output_bias": self.layer[1]}
+        names = [*first_outputs, "h_out", "c_out"]
         if self.input_feeding:
             feeds["feed"] = state.feed
+            names.append("feed_out")
         if self.attention:
             feeds["memory"], feeds["mask"] = memory.memory, memory.mask
             if self.keys:
                 feeds["keys"] = memory.keys
-        outputs = self.step.run(None, feeds)
-        logits, h, c = outputs[:3]
-        rest = outputs[3:]
-        feed = rest.pop(0) if self.input_feeding else None
-        weights = rest.pop(0) if self.attention else None
-        return logits, DecoderState(h, c, feed), weights
+            names.append("attention")
+        outputs = self.step.run(names, feeds)  # onnxruntime computes only what the names need
+        first, rest = outputs[:len(first_outputs)], outputs[len(first_outputs):]
+        feed = rest[2] if self.input_feeding else None
+        weights = rest[-1] if self.attention else None
+        return first, DecoderState(rest[0], rest[1], feed), weights
+
+    def step_logits(self, prev: np.ndarray, state: DecoderState, memory: EncoderMemory
+                    ) -> tuple[np.ndarray, DecoderState, np.ndarray | None]:
+        """(N,) previous pieces -> (N, V') raw scores, new state, (N, S) attention."""
+        (logits,), state, weights = self._run(["logits"], prev, state, memory, 1)
+        return logits, state, weights
+
+    def step_top(self, prev: np.ndarray, state: DecoderState, memory: EncoderMemory, width: int):
+        """Only the `width` best allowed pieces per row leave the graph: (N, W) raw scores and
+        ids, the (N, 1) normalizer, the new state and the attention."""
+        (log_norm, scores, tokens), state, weights = self._run(["log_norm", "top_scores", "top_tokens"], prev,
+                                                               state, memory, width)
+        return scores, tokens, log_norm, state, weights
 
 
 class Translator:

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from importlib import import_module
 from types import ModuleType
 
-from omegaconf import OmegaConf
-
 from seq2seq.errors import UserError
 
 
@@ -82,6 +80,11 @@ def _task_setting(name: str, field: str):
 
 
 # `${task_setting:${task.name},monitor}` in a config reads the table, so the callbacks of every
-# experiment follow its task without a copy of the metric name.
-if not OmegaConf.has_resolver("task_setting"):
+# experiment follow its task without a copy of the metric name. The exported-model runtime
+# (seq2seq.portable) reads the table without the configs, in an install without OmegaConf.
+try:
+    from omegaconf import OmegaConf
+except ImportError:
+    OmegaConf = None
+if OmegaConf is not None and not OmegaConf.has_resolver("task_setting"):
     OmegaConf.register_new_resolver("task_setting", _task_setting)

@@ -17,68 +17,17 @@ from seq2seq.errors import UserError
 from seq2seq.precision import resolve_decoding_precision
 from seq2seq.runtime import pick_device
 from seq2seq.tasks import task_named
+from seq2seq.tasks.language_model.codec import StopFilter, TextCodec  # noqa: F401  (TextCodec: api users)
 from seq2seq.tasks.language_model.model import (
     generate_ids,
     loss_report,
     score_streams,
     scoring_streams,
 )
-from seq2seq.tokenizer import UNK_ID, Tokenizer
+from seq2seq.tokenizer import UNK_ID
 
 MODEL_TYPE = task_named("language_model").model_type
-UNKNOWN_TEXT = "\ufffd"  # shown for the unknown id, which generation never draws anyway
 log = logging.getLogger(__name__)
-
-
-class TextCodec:
-    """Exact text <-> ids for a verbatim (character) SentencePiece model.
-
-    Decoding is a table lookup per id, so text can be printed one character at a time.
-    """
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self.tokenizer = tokenizer
-        pieces = tokenizer.id_to_piece(range(tokenizer.vocab_size))
-        self.texts = [p.replace("\u2581", " ") for p in pieces]
-        for special in range(4):
-            self.texts[special] = ""
-        self.texts[UNK_ID] = UNKNOWN_TEXT
-
-    def encode(self, text: str) -> list[int]:
-        if not text:
-            return []
-        return self.tokenizer.encode_text(text)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return "".join(self.texts[int(i)] for i in ids)
-
-
-class StopFilter:
-    """Passes text through until a stop string appears; holds back what could start one."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        self.pending += text
-        for stop in self.stops:
-            at = self.pending.find(stop)
-            if at >= 0:
-                self.stopped = True
-                out, self.pending = self.pending[:at], ""
-                return out
-        if self.hold == 0:
-            out, self.pending = self.pending, ""
-        else:
-            out, self.pending = self.pending[:-self.hold], self.pending[-self.hold:]
-        return out
-
-    def flush(self) -> str:
-        out, self.pending = ("" if self.stopped else self.pending), ""
-        return out
 
 
 class Generator:
