@@ -20,7 +20,7 @@ def command(name: str, full_module: str) -> Callable[[], None]:
         from seq2seq.portable.cli import exported_model, run
 
         argv = sys.argv[1:]
-        if name in ("translate", "evaluate", "generate", "classify") and exported_model(argv) is not None:
+        if exported_model(argv) is not None:
             run(name, argv)
             return
         try:

@@ -7,10 +7,10 @@ to an exported model; others are refused in one line.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from seq2seq.errors import UserError
@@ -206,14 +206,42 @@ def classify(argv: Sequence[str]) -> None:
             out.flush()
 
 
+def serve_settings() -> dict[str, Any]:
+    """seq2seq-serve's settings: the server's limits (ServeSettings, with their defaults) and where
+    it listens; the API key from SEQ2SEQ_API_KEY unless api_key= is given."""
+    from dataclasses import fields
+
+    from seq2seq.serving.app import ServeSettings
+
+    limits = {spec.name: spec.default for spec in fields(ServeSettings)}
+    limits["api_key"] = os.environ.get("SEQ2SEQ_API_KEY")
+    return COMMON | {"host": "127.0.0.1", "port": 8000, "log_level": "info"} | limits
+
+
+def serve(argv: Sequence[str]) -> None:
+    from seq2seq.serving.server import SETTINGS, run_server
+
+    settings = parse_settings("seq2seq-serve", argv, serve_settings())
+    entries = model_entries(str(settings["model"]))
+    for _, path in entries:
+        if not is_exported_path(path):
+            raise UserError(f"{path} is not an exported directory; serving PyTorch model directories needs the "
+                            "full install")
+    if settings["device"] not in ("auto", "cpu"):
+        raise UserError(f"device={settings['device']!r}: exported models run on the CPU (onnxruntime)")
+    run_server(entries, {name: settings[name] for name in SETTINGS}, settings["host"], settings["port"],
+               settings["log_level"], settings["threads"])
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
-    "translate": translate, "evaluate": evaluate, "generate": generate, "classify": classify}
+    "translate": translate, "evaluate": evaluate, "generate": generate, "classify": classify, "serve": serve}
 
 
 def run(command: str, argv: Sequence[str]) -> None:
     """Run one command; a UserError is one line on stderr and exit 2, as with the PyTorch commands."""
     if any(arg in ("-h", "--help") for arg in argv):
-        known = {"translate": TRANSLATE, "evaluate": EVALUATE, "generate": GENERATE, "classify": CLASSIFY}[command]
+        known = {"translate": TRANSLATE, "evaluate": EVALUATE, "generate": GENERATE, "classify": CLASSIFY,
+                 "serve": serve_settings()}[command]
         print(f"seq2seq-{command} model=EXPORTED_DIR [key=value ...]\nsettings: " + ", ".join(
             f"{key}={'' if value is None else value}" for key, value in known.items()))
         return
@@ -227,12 +255,36 @@ def run(command: str, argv: Sequence[str]) -> None:
         sys.exit(130)
 
 
-def exported_model(argv: Sequence[str]) -> Path | None:
-    """The exported directory that a command line's model= names, if it names one."""
+def model_entries(value: str) -> list[tuple[str | None, str]]:
+    """model=DIR, model=[DIR1,DIR2] or model={name:DIR,...} as [(name or None, DIR)]."""
+    value = value.strip()
+    if value.startswith("[") and value.endswith("]"):
+        return [(None, part.strip()) for part in value[1:-1].split(",") if part.strip()]
+    if value.startswith("{") and value.endswith("}"):
+        entries = []
+        for part in value[1:-1].split(","):
+            name, colon, path = part.partition(":")
+            if not colon or not name.strip() or not path.strip():
+                raise UserError(f"model={value}: expected {{name:DIR,...}}")
+            entries.append((name.strip(), path.strip()))
+        return entries
+    return [(None, value)]
+
+
+def is_exported_path(path: str) -> bool:
     from seq2seq.portable.exported import is_exported
 
+    return bool(path) and is_exported(path)
+
+
+def exported_model(argv: Sequence[str]) -> list[tuple[str | None, str]] | None:
+    """The exported directories that a command line's model= names, if it names only those."""
     for argument in argv:
         key, equals, value = argument.partition("=")
-        if equals and key.lstrip("+") == "model" and value and is_exported(value):
-            return Path(value)
+        if equals and key.lstrip("+") == "model" and value:
+            try:
+                entries = model_entries(value)
+            except UserError:
+                return None
+            return entries if entries and all(is_exported_path(path) for _, path in entries) else None
     return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +62,8 @@ class ExportedSeq2Seq:
         self._full_layer = self.restricted_layer(None)
         self.vocab: np.ndarray | None = None
         self.layer = self._full_layer
+        # Called before every decoder step; seq2seq-serve puts its check for abandoned calls here.
+        self.before_step: Callable[[], None] | None = None
 
     def restricted_layer(self, vocab: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         ids = np.arange(self.tgt_vocab_size, dtype=np.int64) if vocab is None else vocab
@@ -89,6 +91,8 @@ class ExportedSeq2Seq:
 
     def _run(self, first_outputs: list[str], prev: np.ndarray, state: DecoderState, memory: EncoderMemory,
              width: int) -> tuple[list[np.ndarray], DecoderState, np.ndarray | None]:
+        if self.before_step is not None:
+            self.before_step()
         tokens = prev if self.vocab is None else self.vocab[prev]
         feeds = {"tokens": tokens, "h": state.h, "c": state.c, "k": np.array([width], dtype=np.int64),
                  "output_weight": self.layer[0], "output_bias": self.layer[1]}

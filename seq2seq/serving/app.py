@@ -39,7 +39,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import seq2seq
 from seq2seq.errors import UserError
-from seq2seq.serving.batching import Batcher, BatcherClosed, DeadlineExceeded, QueueFull, watch_network
+from seq2seq.serving.batching import (
+    Batcher,
+    BatcherClosed,
+    DeadlineExceeded,
+    QueueFull,
+    no_autograd,
+    watch_network,
+)
 from seq2seq.serving.metrics import Metrics, MetricsMiddleware
 from seq2seq.serving.middleware import APIKeyMiddleware, BodySizeMiddleware
 from seq2seq.serving.models import ServedModel
@@ -340,7 +347,7 @@ def translation_json(hyps: list, nbest: int, attention: bool, served: ServedMode
         translator = served.model
         src_pieces = translator.src_tokenizer.encode_pieces(source) or ["<empty>"]
         tgt_pieces = translator.tgt_tokenizer.id_to_piece(best.tokens) + ["</s>"]
-        weights = best.attention[: len(tgt_pieces), : len(src_pieces)].float().tolist()
+        weights = best.attention[: len(tgt_pieces), : len(src_pieces)].tolist()  # torch or numpy
         item["attention"] = {"source_pieces": src_pieces, "target_pieces": tgt_pieces,
                              "weights": [[round(w, 4) for w in row] for row in weights]}
     return item
@@ -474,12 +481,10 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
         gave_up = threading.Event()
 
         def work() -> list[str]:
-            import torch
-
             # Checked before the first step (the request may have waited for a thread past its
             # deadline) and between steps: the thread stops within a character of the deadline.
             parts: list[list[str]] = [[] for _ in range(options["num_samples"])]
-            with torch.inference_mode():
+            with no_autograd():
                 steps = served.model.stream(options.pop("prompt"), options.pop("max_chars"), **options)
                 try:
                     for pieces in steps:
@@ -517,14 +522,12 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
         tokens = server.metrics.tokens.labels(model=served.name)
 
         def produce() -> None:
-            import torch
-
             def put(kind: str, value: Any) -> None:
                 loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
 
             steps = None
             try:
-                with torch.inference_mode():
+                with no_autograd():
                     steps = served.model.stream(options.pop("prompt"), options.pop("max_chars"), **options)
                     for pieces in steps:
                         counts["steps"] += 1
@@ -618,12 +621,10 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
                                            f"{settings.max_horizon}")
 
         def work() -> list[float]:
-            import torch
-
             # One forward pass, not stoppable part-way; skipped when the deadline passed while it waited.
             if time.monotonic() >= limit[1]:
                 raise DeadlineExceeded("the deadline passed before a thread was free")
-            with torch.inference_mode():
+            with no_autograd():
                 return [float(v) for v in served.model.forecast(list(body.values), body.horizon)]
 
         values = await server.result(run_on_thread(server.admit(served), work), body, "values", served, limit)

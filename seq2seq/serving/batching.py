@@ -20,6 +20,7 @@ Bounds (seq2seq-serve's overload and deadline behaviour):
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
@@ -28,8 +29,6 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
-
-import torch
 
 
 class QueueFull(Exception):
@@ -128,11 +127,29 @@ def stop_if_abandoned(*_: Any) -> None:
 _watched: weakref.WeakSet = weakref.WeakSet()
 
 
+def no_autograd():
+    """torch's inference mode around model work, where torch is installed (the exported-model
+    runtime has none, and needs none)."""
+    try:
+        import torch
+    except ModuleNotFoundError:
+        return contextlib.nullcontext()
+    return torch.inference_mode()
+
+
 def watch_network(network: Any) -> bool:
-    """Put `stop_if_abandoned` in front of every module of a torch network (once per module).
+    """Put `stop_if_abandoned` in front of every module of a torch network (once per module), or
+    in the `before_step` slot of an exported model (seq2seq.portable), which calls it every step.
 
     The searches call the decoder's modules once per step, so a call stops within one decoding
-    step of the moment the last of its requests gives up. False when `network` is no nn.Module."""
+    step of the moment the last of its requests gives up. False for anything else."""
+    if hasattr(network, "before_step"):
+        network.before_step = stop_if_abandoned
+        return True
+    try:
+        import torch
+    except ModuleNotFoundError:
+        return False
     if not isinstance(network, torch.nn.Module):
         return False
     for module in network.modules():
@@ -254,7 +271,7 @@ class Batcher:
             items = [item for job in jobs for item in job.items]
             _local.call = Call(jobs, self._closing)
             try:
-                with torch.inference_mode():
+                with no_autograd():
                     results = self.run(jobs[0].key, items)
                 if len(results) != len(items):
                     raise RuntimeError(f"the model returned {len(results)} results for {len(items)} items")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import seq2seq
-from seq2seq.bundle import read_bundle_config
 from seq2seq.errors import UserError
 from seq2seq.tasks import BY_MODEL_TYPE
 
@@ -34,7 +33,14 @@ class ServedModel:
 
 
 def task_of(directory: Path) -> str:
-    """The task of a model directory (from model.json), with the commands' one-line errors."""
+    """The task of a model directory (from model.json) or exported directory (export.json), with
+    the commands' one-line errors."""
+    from seq2seq.portable import ExportedDirectory, is_exported
+
+    if is_exported(directory):
+        return ExportedDirectory.open(directory).task
+    from seq2seq.bundle import read_bundle_config  # torch: not needed for an exported directory
+
     model_type = read_bundle_config(directory).get("model_type")
     if model_type not in BY_MODEL_TYPE or BY_MODEL_TYPE[model_type].name not in LOADERS:
         raise UserError(f"{directory}: model type {model_type!r} cannot be served "
@@ -48,10 +54,18 @@ def default_name(directory: Path) -> str:
     return directory.parent.name if directory.name == "model" and directory.parent.name else directory.name
 
 
+def unique_name(served: Mapping[str, Any], base: str) -> str:
+    unique, count = base, 1
+    while unique in served:
+        count += 1
+        unique = f"{base}-{count}"
+    return unique
+
+
 def describe_loaded(task: str, model: Any, precision: str) -> dict[str, Any]:
     """Languages, parameter count, precision and device of a loaded model (what it has of them)."""
     info: dict[str, Any] = {"precision": precision}
-    bundle = getattr(model, "bundle", None)
+    bundle = getattr(model, "bundle", None) or getattr(model, "directory", None)  # exported: its export.json
     config = getattr(bundle, "config", {}) or {}
     network = getattr(model, "model", None)
     if network is not None and hasattr(network, "parameters"):
@@ -84,12 +98,21 @@ def parse_model_argument(value: Any) -> list[tuple[str | None, str]]:
 
 
 def load_models(entries: Sequence[tuple[str | None, str]], device: str | None = None,
-                precision: str = "auto") -> dict[str, ServedModel]:
-    """Load every model directory; names are unique (a repeated name gets -2, -3, ...)."""
+                precision: str = "auto", threads: int | None = None) -> dict[str, ServedModel]:
+    """Load every model directory (or exported directory: onnxruntime with `threads`); names are
+    unique (a repeated name gets -2, -3, ...)."""
+    from seq2seq.portable import is_exported, load
+
     served: dict[str, ServedModel] = {}
     for name, path in entries:
         directory = Path(path)
         task = task_of(directory)
+        unique = unique_name(served, name or default_name(directory))
+        if is_exported(directory):
+            model = load(directory, threads=threads or None)
+            served[unique] = ServedModel(unique, task, model, str(directory),
+                                         describe_loaded(task, model, model.precision) | {"runtime": "onnxruntime"})
+            continue
         loader = getattr(seq2seq, LOADERS[task], None)
         if loader is None:
             raise UserError(f"{directory}: {task} models cannot be served by this version "
@@ -99,11 +122,6 @@ def load_models(entries: Sequence[tuple[str | None, str]], device: str | None = 
         else:  # int8 exists for translators only: the other models take the machine's best float
             model = loader.load(directory, device=device,
                                 precision="auto" if precision == "int8" and task != "translation" else precision)
-        base = name or default_name(directory)
-        unique, count = base, 1
-        while unique in served:
-            count += 1
-            unique = f"{base}-{count}"
         served[unique] = ServedModel(unique, task, model, str(directory),
                                      describe_loaded(task, model, getattr(model, "precision", "fp32")))
     return served
