@@ -219,7 +219,12 @@ def serve_settings() -> dict[str, Any]:
 
 
 def serve(argv: Sequence[str]) -> None:
-    from seq2seq.serving.server import SETTINGS, run_server
+    try:
+        from seq2seq.serving.app import ServeSettings  # noqa: F401  (FastAPI and the rest, checked here)
+        from seq2seq.serving.server import SETTINGS, run_server
+    except ModuleNotFoundError as error:
+        raise UserError(f"seq2seq-serve needs the server's packages ({error.name} is missing): "
+                        "pip install 'seq2seq-runtime[serve]'") from None
 
     settings = parse_settings("seq2seq-serve", argv, serve_settings())
     entries = model_entries(str(settings["model"]))
