@@ -72,9 +72,18 @@ GRAPHS_BY_TASK = {"seq2seq": ("translation", translation_graphs),
 
 
 def quantize(source: Path, target: Path) -> None:
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    # Its advice to run shape inference first is for graphs without shapes; ours declare them.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
 
 
 def export_onnx(model_dir: str | Path, output: str | Path, precision: str = "fp32") -> Path:

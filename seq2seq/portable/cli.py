@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from seq2seq.errors import UserError
@@ -143,7 +144,15 @@ def evaluate(argv: Sequence[str]) -> None:
     start = time.perf_counter()
     translator = load_exported(settings, "translation")
     options = translator.options(**{name: settings[name] for name in OPTION_NAMES})
-    src_lines, ref_lines = read_lines(settings["src"]), read_lines(settings["ref"])
+    data_dir = (translator.directory.config.get("data") or {}).get("data_dir")
+
+    def resolved(name: str) -> Path:  # as the PyTorch command: relative names also in the training data folder
+        path = Path(str(name))
+        if not path.exists() and not path.is_absolute() and data_dir and (Path(data_dir) / path).exists():
+            return Path(data_dir) / path
+        return path
+
+    src_lines, ref_lines = read_lines(resolved(settings["src"])), read_lines(resolved(settings["ref"]))
     if len(src_lines) != len(ref_lines):
         raise UserError(f"{settings['src']} has {len(src_lines)} lines but {settings['ref']} has {len(ref_lines)}")
     loaded = time.perf_counter()
