@@ -207,3 +207,25 @@ assert not any(m.split(".")[0] in ("torch", "lightning", "hydra", "omegaconf") f
                             cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == load(exported_reversal).translate(["red dog runs"], beam=2)[0]
+
+
+def test_the_server_serves_an_exported_model(exported_reversal, sources):
+    from fastapi.testclient import TestClient
+
+    from seq2seq.serving.app import create_app
+    from seq2seq.serving.batching import stop_if_abandoned
+    from seq2seq.serving.models import load_models
+
+    models = load_models([("rev", str(exported_reversal))])
+    with TestClient(create_app(models)) as client:
+        assert models["rev"].model.model.before_step is stop_if_abandoned  # calls stop between steps
+        answer = client.post("/translate", json={"text": sources[:3], "beam": 3, "nbest": 2})
+        assert answer.status_code == 200, answer.text
+        expected = load(exported_reversal).translate(sources[:3], beam=3, nbest=2)
+        assert [[h["text"] for h in t["nbest"]] for t in answer.json()["translations"]] == \
+            [[h.text for h in hyps] for hyps in expected]
+        described = client.get("/models").json()["models"][0]
+        assert described["runtime"] == "onnxruntime" and described["task"] == "translation"
+        assert client.post("/translate", json={"text": ["a"], "beam": 0}).status_code == 422
+        assert client.post("/translate", json={"text": ["a"], "beems": 2}).status_code == 422
+        assert client.post("/translate", json={"text": [sources[0]]}).status_code == 200  # it goes on
