@@ -6,12 +6,12 @@
 #   docker run --rm -p 127.0.0.1:8000:8000 -v "$PWD/outputs/run/model:/model:ro" seq2seq-serve
 #
 # Arguments after the image replace `model=/model` and are Hydra overrides of seq2seq-serve (the
-# last value of a key wins): `docker run ... seq2seq-serve model=/model port=8080 beam=...`.
+# last value of a key wins): `docker run ... seq2seq-serve model=/model port=8080 max_queue=16`.
 #
 # Build arguments (the defaults are the public behaviour):
-#   BASE_IMAGE        python:3.11-slim; any image with python3 (3.10+; 3.11 for tomllib here)
-#                     and its venv module, such as the Debian one .ci/container-base.sh builds
-#                     where no base image can be pulled.
+#   BASE_IMAGE        python:3.11-slim; any image with python3 (3.10+) and its venv module, such
+#                     as the Debian one .ci/container-base.sh builds where no base image can be
+#                     pulled.
 #   TORCH_INDEX_URL   PyTorch publishes CPU-only wheels on an index of its own; without it (and
 #                     without TORCH_FIND_LINKS) pip takes the default torch wheel, which on Linux
 #                     is the CUDA build with several GB of GPU libraries.
@@ -22,32 +22,29 @@
 #
 # Two stages: the build one installs into /opt/venv; the image gets that folder alone (no pip
 # cache, no sources, no build tools). The instructions are few and ordered for the vfs storage
-# driver of CI, which copies the whole file system for every instruction: the image's settings
-# come before its one large layer.
+# driver of CI, which copies the whole file system (twice) for every instruction, settings
+# included: every instruction after a large layer costs tens of seconds there, so the build stage
+# installs everything in one step and the image's settings come before its one large layer.
+# (A step of its own for the dependencies would stay cached while only the code changes, but under
+# vfs the extra steps after it cost more than reinstalling.)
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
-ARG TORCH_INDEX_URL=""
-ARG TORCH_FIND_LINKS=""
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY constraints.txt pyproject.toml /src/
-# torch and the dependencies first, from pyproject.toml alone: a layer that stays cached while
-# only the package's code changes.
-RUN python3 -m venv /opt/venv \
+ARG TORCH_INDEX_URL="" TORCH_FIND_LINKS=""
+COPY constraints.txt pyproject.toml README.md /src/
+COPY seq2seq /src/seq2seq
+# torch first and pinned, from the CPU index or folder when given; then the package, not editable
+# (the configs are package data, so the image needs no checkout).
+RUN export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+ && python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --quiet --constraint /src/constraints.txt \
       ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} torch \
- && python3 -c 'import sys, tomllib; print(*tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"], sep="\n")' \
-      /src/pyproject.toml >/src/requirements.txt \
- && /opt/venv/bin/pip install --quiet --constraint /src/constraints.txt \
-      --requirement /src/requirements.txt
-COPY README.md /src/
-COPY seq2seq /src/seq2seq
-# Not editable: the configs are package data, so the image needs no checkout.
-RUN /opt/venv/bin/pip install --quiet --no-deps /src
+ && /opt/venv/bin/pip install --quiet --constraint /src/constraints.txt /src
 
 FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-RUN useradd --system --uid 10001 --no-create-home seq2seq
+# A user without privileges and without a login; the model is mounted read-only.
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin seq2seq
 USER seq2seq
 EXPOSE 8000
 # 0.0.0.0 inside the container; `docker run -p 127.0.0.1:8000:8000` keeps it on the host's

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 
-.PHONY: install test test-slow test-browser test-all demo bleu-gate bench gpu-check clean
+.PHONY: install test test-slow test-browser test-container test-all demo bleu-gate bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -28,7 +28,12 @@ test: install
 # (resumption after SIGKILL, determinism, DDP, workers, Ctrl-C, ...), an Optuna sweep of 2 trials,
 # and the end-to-end CLI tests run with the commands of a wheel installed in a fresh virtualenv.
 test-slow: install
-	$(PYTEST) --durations=20 -m "slow and not gpu and not browser"
+	$(PYTEST) --durations=20 -m "slow and not gpu and not browser and not container"
+
+# Both container images (Dockerfile: PyTorch; Dockerfile.runtime: exported models) built on a Debian
+# base made with mmdebstrap, run, sent good and bad requests, stopped (needs root, docker.io, mmdebstrap).
+test-container: install
+	$(BIN)/python -m pytest -q -s -m container tests/test_container.py
 
 # The web page of seq2seq-serve in headless Chromium (needs: apt-get install chromium chromium-driver).
 test-browser: install
