@@ -477,7 +477,9 @@ def test_a_signal_stops_the_server_gracefully_within_shutdown_timeout_s_and_exit
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, output
-    assert took < 4.0, took  # 1 s of grace, then the stream is cancelled
+    # 1 s of grace, then the stream is cancelled: far sooner than the 20 s it would run (the bound
+    # leaves room for a busy 2-core machine; CI saw 5.8 s while a container build ran beside it).
+    assert took < 10.0, took
     assert "stopped" in output
     assert not any(line.startswith("event: end") for line in received)  # cut, not finished
     with pytest.raises(httpx.TransportError):
