@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from seq2seq.errors import UserError
 from seq2seq.portable.batches import length_sorted_batches, padded
 from seq2seq.portable.exported import ExportedDirectory
+from seq2seq.tasks.classification.predictions import Prediction, predictions
 from seq2seq.text import repair_cp1252
-
-
-@dataclass
-class Prediction:
-    label: str
-    probability: float  # of `label`, the most probable class
-    probabilities: dict[str, float]  # every label's probability, in class order
 
 
 class Classifier:
@@ -63,12 +56,5 @@ class Classifier:
         return results
 
     def classify(self, texts: Sequence[str], batch_tokens: int = 4000) -> list[Prediction | None]:
-        predictions: list[Prediction | None] = []
-        for probs in self.probabilities(texts, batch_tokens):
-            if probs is None:
-                predictions.append(None)
-                continue
-            best = int(probs.argmax())
-            predictions.append(Prediction(self.labels[best], float(probs[best]),
-                                          {label: float(p) for label, p in zip(self.labels, probs)}))
-        return predictions
+        """A `Prediction` per text, in input order; None for an empty text (nothing to classify)."""
+        return predictions(self.probabilities(texts, batch_tokens), self.labels)

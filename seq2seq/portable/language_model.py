@@ -10,13 +10,13 @@ import numpy as np
 from seq2seq.errors import UserError
 from seq2seq.portable.exported import ExportedDirectory
 from seq2seq.portable.sampling import NEG_INF, check_sampling, logsumexp, sample_tokens
-from seq2seq.tasks.language_model.codec import StopFilter, TextCodec
+from seq2seq.tasks.language_model.codec import GenerateFromStream, StopFilter, TextCodec
 
 # The special ids are the first four (pad, unk, bos, eos): never drawn.
 FIRST_TEXT_ID = 4
 
 
-class Generator:
+class Generator(GenerateFromStream):
     """An exported language model and its tokenizer (the PyTorch Generator's interface)."""
 
     def __init__(self, directory: ExportedDirectory) -> None:
@@ -65,14 +65,3 @@ class Generator:
                 return
             logits, state = self._advance(tokens.astype(np.int64), state)
         yield [f.flush() for f in filters]
-
-    def generate(self, prompt: str = "", max_chars: int = 500, num_samples: int | None = None,
-                 **options) -> str | list[str]:
-        """The continuation of `prompt`; a list of `num_samples` continuations when given."""
-        count = 1 if num_samples is None else num_samples
-        parts: list[list[str]] = [[] for _ in range(max(count, 0))]
-        for pieces in self.stream(prompt, max_chars, count, **options):
-            for part, piece in zip(parts, pieces):
-                part.append(piece)
-        texts = ["".join(p) for p in parts]
-        return texts if num_samples is not None else texts[0]

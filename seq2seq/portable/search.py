@@ -1,11 +1,11 @@
 """Greedy search, batched beam search and sampling in numpy over an exported translation model.
 
-The same algorithms, step for step, as seq2seq.tasks.translation.search (which is written for
-torch tensors): one logsumexp per row, top-k on the raw scores, EOS forced at each sentence's
-length limit, finished sentences leaving the batch once they are COMPACT_FRACTION of it, and the
-same scores. So an exported model translates as the PyTorch one does (tests/portable). A model
-here is anything with `encode(src, lengths) -> (memory, state)` and
-`step_logits(tokens, state, memory) -> (logits, state, attention)` over numpy arrays.
+The same algorithms, step for step, as seq2seq.tasks.translation.search (written for torch
+tensors; it takes its constants from here): one logsumexp per row, top-k on the raw scores, EOS
+forced at each sentence's length limit, finished sentences leaving the batch once they are
+COMPACT_FRACTION of it, and the same scores. So an exported model translates as the PyTorch one
+does (tests/portable). A model here is anything with `encode(src, lengths) -> (memory, state)`
+and `step_logits(tokens, state, memory) -> (logits, state, attention)` over numpy arrays.
 """
 
 from __future__ import annotations
@@ -19,9 +19,15 @@ from seq2seq.errors import UserError
 from seq2seq.portable.sampling import check_sampling, logsumexp, sample_tokens
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
-# As in seq2seq.tasks.translation.search (measured there).
+# Finished sentences leave a beam-search batch once they are at least this share of it (0: as
+# soon as one finishes): removing them copies the encoder memory and states of all the others,
+# which a few finished rows do not pay for. Measured in benchmarks/decode_speed.py (`_compactnow`);
+# figures in the README, "Translate".
 COMPACT_FRACTION = 0.25
-BANNED_IDS = [PAD_ID, BOS_ID, UNK_ID]
+
+# Never produced by a search: padding, the start symbol, and the unknown piece (the tokenizer
+# would drop them from the text silently, so the output would lose a word unannounced).
+BANNED_IDS = (PAD_ID, BOS_ID, UNK_ID)
 NEG_INF = np.float32(-np.inf)
 
 
@@ -57,7 +63,7 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ban_specials(scores: np.ndarray) -> None:
-    scores[:, BANNED_IDS] = NEG_INF
+    scores[:, list(BANNED_IDS)] = NEG_INF
 
 
 def force_eos(scores: np.ndarray, rows: np.ndarray, log_norm: np.ndarray) -> None:

@@ -13,15 +13,8 @@ from seq2seq.portable.batches import length_sorted_batches, padded
 from seq2seq.portable.exported import ExportedDirectory
 from seq2seq.portable.search import Hypothesis, decode_options
 from seq2seq.tasks.translation.options import DecodingOptions, model_defaults
+from seq2seq.tasks.translation.results import InInputOrder, ScoredTranslation, scored_translations
 from seq2seq.tokenizer import EOS_ID, PAD_ID
-
-
-@dataclass
-class ScoredTranslation:
-    text: str
-    score: float
-    tokens: list[int]
-    attention: np.ndarray | None = None  # (target pieces + EOS, source pieces)
 
 
 @dataclass
@@ -125,7 +118,7 @@ class ExportedSeq2Seq:
         return scores, tokens, log_norm, state, weights
 
 
-class Translator:
+class Translator(InInputOrder):
     """An exported translation model and its tokenizers.
 
     >>> t = Translator.load("exported/de-en")               # doctest: +SKIP
@@ -201,21 +194,4 @@ class Translator:
                     for hyp in hyps:
                         hyp.tokens = vocab[hyp.tokens].tolist()
             texts = self.tgt_tokenizer.decode([h.tokens for hyps in results for h in hyps])
-            out, cursor = [], 0
-            for position, hyps in zip(positions, results):
-                width = max(len(ids[position]), 1)
-                out.append([ScoredTranslation(texts[cursor + j], h.score, h.tokens,
-                                              None if h.attention is None else h.attention[:, :width])
-                            for j, h in enumerate(hyps)])
-                cursor += len(hyps)
-            yield positions, out
-
-    def translate(self, lines: Sequence[str], options: DecodingOptions | None = None,
-                  return_hypotheses: bool = False, return_attention: bool = False, **changes) -> list:
-        """Translations in input order: strings, or n-best lists of `ScoredTranslation`."""
-        options = self.options(options, **changes)
-        results: list = [None] * len(lines)
-        for positions, nbest_lists in self.translate_batches(lines, options, return_attention):
-            for position, hyps in zip(positions, nbest_lists):
-                results[position] = hyps if return_hypotheses or options.nbest > 1 else hyps[0].text
-        return results
+            yield positions, scored_translations(positions, results, ids, texts)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -21,17 +20,11 @@ from seq2seq.metrics import classification_scores
 from seq2seq.precision import resolve_decoding_precision
 from seq2seq.runtime import pick_device
 from seq2seq.tasks import task_named
+from seq2seq.tasks.classification.predictions import Prediction, predictions
 from seq2seq.text import repair_cp1252
 
 MODEL_TYPE = task_named("classification").model_type
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Prediction:
-    label: str
-    probability: float  # of `label`, the most probable class
-    probabilities: dict[str, float]  # every label's probability, in class order
 
 
 class Classifier:
@@ -78,15 +71,7 @@ class Classifier:
 
     def classify(self, texts: Sequence[str], batch_tokens: int = 4000) -> list[Prediction | None]:
         """A `Prediction` per text, in input order; None for an empty text (nothing to classify)."""
-        predictions: list[Prediction | None] = []
-        for probs in self.probabilities(texts, batch_tokens):
-            if probs is None:
-                predictions.append(None)
-                continue
-            best = int(probs.argmax())
-            predictions.append(Prediction(self.labels[best], float(probs[best]),
-                                          {label: float(p) for label, p in zip(self.labels, probs)}))
-        return predictions
+        return predictions(self.probabilities(texts, batch_tokens), self.labels)
 
     def evaluate(self, texts: Sequence[str], gold: Sequence[int], batch_tokens: int = 4000) -> dict:
         """Accuracy, macro-F1 and the confusion matrix against `gold` class indices.

@@ -17,7 +17,7 @@ from seq2seq.errors import UserError
 from seq2seq.precision import resolve_decoding_precision
 from seq2seq.runtime import pick_device
 from seq2seq.tasks import task_named
-from seq2seq.tasks.language_model.codec import StopFilter, TextCodec  # noqa: F401  (TextCodec: api users)
+from seq2seq.tasks.language_model.codec import GenerateFromStream, StopFilter, TextCodec  # noqa: F401  (TextCodec: api users)
 from seq2seq.tasks.language_model.model import (
     generate_ids,
     loss_report,
@@ -30,7 +30,7 @@ MODEL_TYPE = task_named("language_model").model_type
 log = logging.getLogger(__name__)
 
 
-class Generator:
+class Generator(GenerateFromStream):
     """A loaded character language model and its tokenizer."""
 
     def __init__(self, bundle: Bundle, device: torch.device, precision: str = "auto") -> None:
@@ -89,17 +89,6 @@ class Generator:
                 if all(f.stopped for f in filters):
                     return
         yield [f.flush() for f in filters]
-
-    def generate(self, prompt: str = "", max_chars: int = 500, num_samples: int | None = None,
-                 **options) -> str | list[str]:
-        """The continuation of `prompt`; a list of `num_samples` continuations when given."""
-        count = 1 if num_samples is None else num_samples
-        parts: list[list[str]] = [[] for _ in range(max(count, 0))]
-        for pieces in self.stream(prompt, max_chars, count, **options):
-            for part, piece in zip(parts, pieces):
-                part.append(piece)
-        texts = ["".join(p) for p in parts]
-        return texts if num_samples is not None else texts[0]
 
     def score(self, text: str, streams: int = 16, warmup: int = 256) -> dict[str, float]:
         """Loss of the model on `text`: nats/char, bits/char, perplexity over every char but the first."""

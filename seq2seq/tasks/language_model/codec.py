@@ -3,7 +3,7 @@ runtime (seq2seq.portable) shares them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from seq2seq.tokenizer import UNK_ID, Tokenizer
 
@@ -59,3 +59,21 @@ class StopFilter:
     def flush(self) -> str:
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
+
+
+class GenerateFromStream:
+    """`generate` over `stream()`, which yields each step's new text of every sample."""
+
+    def stream(self, prompt: str = "", max_chars: int = 500, num_samples: int = 1, **options) -> Iterator[list[str]]:
+        raise NotImplementedError
+
+    def generate(self, prompt: str = "", max_chars: int = 500, num_samples: int | None = None,
+                 **options) -> str | list[str]:
+        """The continuation of `prompt`; a list of `num_samples` continuations when given."""
+        count = 1 if num_samples is None else num_samples
+        parts: list[list[str]] = [[] for _ in range(max(count, 0))]
+        for pieces in self.stream(prompt, max_chars, count, **options):
+            for part, piece in zip(parts, pieces):
+                part.append(piece)
+        texts = ["".join(p) for p in parts]
+        return texts if num_samples is not None else texts[0]

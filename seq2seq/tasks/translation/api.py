@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -17,6 +16,11 @@ from seq2seq.quantization import quantize_for_decoding
 from seq2seq.runtime import pick_device
 from seq2seq.tasks.translation.ensemble import Ensemble
 from seq2seq.tasks.translation.options import DecodingOptions, model_defaults
+from seq2seq.tasks.translation.results import (  # noqa: F401  (ScoredTranslation: the API's type)
+    InInputOrder,
+    ScoredTranslation,
+    scored_translations,
+)
 from seq2seq.tasks.translation.search import Hypothesis, decode_options, forced_scores
 
 log = logging.getLogger(__name__)
@@ -34,15 +38,7 @@ def check_ensemble(bundles: Sequence[Bundle]) -> None:
                                 f"differ ({mine.name} vs {theirs.name})")
 
 
-@dataclass
-class ScoredTranslation:
-    text: str
-    score: float
-    tokens: list[int]
-    attention: torch.Tensor | None = None  # (target pieces + EOS, source pieces)
-
-
-class Translator:
+class Translator(InInputOrder):
     """Loaded translation model (or an ensemble of them) plus its tokenizers.
 
     >>> t = Translator.load("outputs/run/model")            # doctest: +SKIP
@@ -162,22 +158,4 @@ class Translator:
                     self.model, src, lengths, options, generator=generator, return_attention=return_attention,
                     target_ids=self.batch_vocabulary(shortlists, src))
             texts = self.tgt_tokenizer.decode([h.tokens for hyps in results for h in hyps])
-            out, cursor = [], 0
-            for position, hyps in zip(positions, results):
-                width = max(len(ids[position]), 1)  # drop the batch's padding columns
-                out.append([ScoredTranslation(texts[cursor + j], h.score, h.tokens,
-                                              None if h.attention is None else h.attention[:, :width])
-                            for j, h in enumerate(hyps)])
-                cursor += len(hyps)
-            yield positions, out
-
-    def translate(self, lines: Sequence[str], options: DecodingOptions | None = None,
-                  return_hypotheses: bool = False, return_attention: bool = False, **changes) -> list:
-        """Translations in input order: strings, or n-best lists of `ScoredTranslation` (with
-        `return_hypotheses`, or nbest > 1)."""
-        options = self.options(options, **changes)
-        results: list = [None] * len(lines)
-        for positions, nbest_lists in self.translate_batches(lines, options, return_attention):
-            for position, hyps in zip(positions, nbest_lists):
-                results[position] = hyps if return_hypotheses or options.nbest > 1 else hyps[0].text
-        return results
+            yield positions, scored_translations(positions, results, ids, texts)

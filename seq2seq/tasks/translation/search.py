@@ -11,18 +11,11 @@ from dataclasses import dataclass, field
 import torch
 
 from seq2seq.errors import UserError
+
+# Shared with the numpy searches of the exported runtime, which must choose exactly as these do.
+from seq2seq.portable.search import BANNED_IDS, COMPACT_FRACTION, length_penalty  # noqa: F401
 from seq2seq.sampling import check_sampling, sample_tokens
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-
-# Finished sentences leave a beam-search batch once they are at least this share of it (0: as
-# soon as one finishes): removing them copies the encoder memory and states of all the others,
-# which a few finished rows do not pay for. Measured in benchmarks/decode_speed.py (`_compactnow`);
-# figures in the README, "Translate".
-COMPACT_FRACTION = 0.25
-
-# Never produced by a search: padding, the start symbol, and the unknown piece (the tokenizer
-# would drop them from the text silently, so the output would lose a word unannounced).
-BANNED_IDS = (PAD_ID, BOS_ID, UNK_ID)
+from seq2seq.tokenizer import BOS_ID, EOS_ID
 
 
 @dataclass
@@ -35,11 +28,6 @@ class Hypothesis:
 def max_output_lengths(src_lengths: torch.Tensor, max_len_ratio: float, max_len_offset: int) -> torch.Tensor:
     """Per-sentence step limit, EOS included: ceil(ratio * source length) + offset."""
     return torch.ceil(src_lengths.float() * max_len_ratio).long() + max_len_offset
-
-
-def length_penalty(length: int, alpha: float) -> float:
-    """GNMT length penalty ((5 + |Y|) / 6) ** alpha (Wu et al. 2016); alpha=0 turns it off."""
-    return ((5.0 + length) / 6.0) ** alpha
 
 
 @torch.no_grad()
