@@ -12,10 +12,12 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import sentencepiece as spm
 
 from seq2seq.errors import UserError
@@ -52,11 +54,52 @@ class SentencePieceSettings:
             raise UserError(f"tokenizer vocab_size={self.vocab_size} is too small (minimum 8)")
 
 
+@dataclass(frozen=True)
+class SubwordSampling:
+    """Subword regularization by l-best sampling (Kudo 2018, section 3.2): a training sentence is
+    segmented afresh each time it is drawn, one of the unigram model's `nbest_size` best
+    segmentations x with probability proportional to P(x)^alpha (alpha near 0: nearly uniform;
+    large: nearly always the best one).
+
+    The draw is ours, not SentencePiece's: its sampler's generator cannot be seeded so that two
+    processes draw alike, and a resumed run must draw what the interrupted one would have."""
+
+    alpha: float
+    nbest_size: int = 16
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any] | None, model_type: str) -> SubwordSampling | None:
+        """`tokenizer.sampling` checked: None when sampling is off (alpha null or 0)."""
+        settings = dict(settings or {})
+        unknown = sorted(set(settings) - {"alpha", "nbest_size"})
+        if unknown:
+            raise UserError(f"tokenizer.sampling has no setting {unknown[0]!r} (known: alpha, nbest_size)")
+        alpha, nbest_size = settings.get("alpha"), settings.get("nbest_size", 16)
+        if alpha is None or alpha == 0:
+            return None
+        if model_type != "unigram":
+            raise UserError(f"tokenizer.sampling needs a unigram tokenizer (it samples among the unigram "
+                            f"model's best segmentations), not model_type={model_type}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
+            raise UserError(f"tokenizer.sampling.alpha={alpha!r} must be a number above 0")
+        if isinstance(nbest_size, bool) or not isinstance(nbest_size, int) or nbest_size < 2:
+            raise UserError(f"tokenizer.sampling.nbest_size={nbest_size!r} must be a count of 2 or more")
+        return cls(float(alpha), nbest_size)
+
+
+def refuse_sampling(settings: Mapping[str, Any] | None, model_type: str) -> None:
+    """For the tasks whose training text is one stream (language model) or not pairs (classifier)."""
+    if SubwordSampling.from_settings(settings, model_type):
+        raise UserError("tokenizer.sampling (subword regularization) is for translation; "
+                        "set tokenizer.sampling.alpha=null for this task")
+
+
 class Tokenizer:
     """A loaded SentencePiece model with the toolkit's fixed special ids."""
 
     def __init__(self, model_file: str | os.PathLike) -> None:
         self.model_file = Path(model_file)
+        self._piece_log_probs: np.ndarray | None = None  # for sampling, built on first use
         try:
             self._sp = spm.SentencePieceProcessor(model_file=str(self.model_file))
         except (OSError, RuntimeError) as error:
@@ -85,6 +128,22 @@ class Tokenizer:
     def encode(self, lines: Sequence[str]) -> list[list[int]]:
         """Pieces ids without bos/eos; the data pipeline adds those where they belong."""
         return self._sp.encode(list(lines), out_type=int)
+
+    def sample_encode(self, lines: Sequence[str], sampling: SubwordSampling,
+                      generator: np.random.Generator) -> list[list[int]]:
+        """One sampled segmentation per line (see `SubwordSampling`), drawn with `generator`."""
+        if self._piece_log_probs is None:
+            self._piece_log_probs = np.array([self._sp.get_score(i) for i in range(len(self))])
+        sampled = []
+        for line in lines:
+            candidates = self._sp.nbest_encode_as_ids(line, nbest_size=sampling.nbest_size)
+            if len(candidates) <= 1:
+                sampled.append(candidates[0] if candidates else [])
+                continue
+            log_probs = np.array([self._piece_log_probs[ids].sum() for ids in candidates]) * sampling.alpha
+            weights = np.exp(log_probs - log_probs.max())
+            sampled.append(candidates[generator.choice(len(candidates), p=weights / weights.sum())])
+        return sampled
 
     def encode_text(self, text: str) -> list[int]:
         """Ids of one text, newlines included (for a `preserve_text` model)."""

@@ -27,22 +27,28 @@ def checkpoint_step(path: Path) -> int | None:
         return None
 
 
-def start_training(tmp_path: Path, run_dir: str) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "seq2seq-train"), *TRAINING, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+# Subword regularization: the segmentation stream must continue too.
+SAMPLED = ["tokenizer.model_type=unigram", "tokenizer.vocab_size=40", "tokenizer.sampling.alpha=0.1"]
+
+
+def start_training(tmp_path: Path, run_dir: str, training: list[str] = TRAINING) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "seq2seq-train"), *training, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONWARNINGS="ignore"))
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
+@pytest.mark.parametrize("segmentation", [[], SAMPLED], ids=["fixed", "sampled"])
+def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_path, segmentation):
+    training = [*TRAINING, *segmentation]
     make_reversal_corpus(tmp_path / "corpus", {"train": 1000, "val": 30, "test": 10}, seed=5)
-    run(["seq2seq-train", *TRAINING, "hydra.run.dir=whole"], cwd=tmp_path)
+    run(["seq2seq-train", *training, "hydra.run.dir=whole"], cwd=tmp_path)
     whole = load_state_dict(tmp_path / "whole" / "checkpoints" / "last.ckpt")
     steps_per_epoch = whole["global_step"] // 3
     assert steps_per_epoch > 8
 
     # Kill the second run as soon as it has written a checkpoint in the middle of epoch 2.
-    process = start_training(tmp_path, "killed")
+    process = start_training(tmp_path, "killed", training)
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while True:
@@ -59,7 +65,7 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_p
     assert killed["global_step"] % steps_per_epoch != 0, "the checkpoint must be a mid-epoch one"
     assert killed["global_step"] < whole["global_step"]
 
-    run(["seq2seq-train", *TRAINING, "hydra.run.dir=resumed", f"resume={last}"], cwd=tmp_path)
+    run(["seq2seq-train", *training, "hydra.run.dir=resumed", f"resume={last}"], cwd=tmp_path)
     resumed = load_state_dict(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     assert resumed["global_step"] == whole["global_step"]
     # Same batches, same dropout masks, same optimizer and schedule state: on CPU the weights

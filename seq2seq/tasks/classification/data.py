@@ -24,7 +24,7 @@ from seq2seq.batching import ResumableLoader, TokenBatchSampler, pad_sequences, 
 from seq2seq.datasets import ensure_files
 from seq2seq.errors import UserError
 from seq2seq.text import read_lines, repair_cp1252
-from seq2seq.tokenizer import SentencePieceSettings, Tokenizer, keep_with_run, train_or_load
+from seq2seq.tokenizer import SentencePieceSettings, Tokenizer, keep_with_run, refuse_sampling, train_or_load
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.run_dir = Path(run_dir) if run_dir else None
         tokenizer = dict(tokenizer)
         self.reused_tokenizer = (tokenizer.pop("files", None) or {}).get("text")  # init_from: a model's own
+        refuse_sampling(tokenizer.pop("sampling", None), tokenizer.get("model_type", "unigram"))
         for ignored in ("joint", "src_vocab_size", "tgt_vocab_size"):
             tokenizer.pop(ignored, None)
         self.settings = SentencePieceSettings(**tokenizer)

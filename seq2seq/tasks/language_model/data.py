@@ -20,7 +20,7 @@ from seq2seq.datasets import ensure_files
 from seq2seq.errors import UserError
 from seq2seq.tasks.language_model.model import scoring_streams, stream_batches
 from seq2seq.text import read_text
-from seq2seq.tokenizer import SentencePieceSettings, Tokenizer, keep_with_run, train_or_load
+from seq2seq.tokenizer import SentencePieceSettings, Tokenizer, keep_with_run, refuse_sampling, train_or_load
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class TextDataModule(L.LightningDataModule):
         self.run_dir = Path(run_dir) if run_dir else None
         tokenizer = dict(tokenizer)
         self.reused_tokenizer = (tokenizer.pop("files", None) or {}).get("text")  # init_from: a model's own
+        refuse_sampling(tokenizer.pop("sampling", None), tokenizer.get("model_type", "unigram"))
         for ignored in ("joint", "src_vocab_size", "tgt_vocab_size"):
             tokenizer.pop(ignored, None)
         tokenizer["preserve_text"] = True

@@ -30,9 +30,11 @@ from seq2seq.tasks.translation.corpus import (
     prepare_corpus,
     source_fingerprint,
 )
+from seq2seq.tasks.translation.subword_sampling import EpochTaggedBatches, SampledParallelDataset
 from seq2seq.text import read_parallel
 from seq2seq.tokenizer import (
     SentencePieceSettings,
+    SubwordSampling,
     Tokenizer,
     file_digest,
     keep_with_run,
@@ -92,6 +94,11 @@ class TranslationDataModule(L.LightningDataModule):
         self.seed = seed
         self.run_dir = Path(run_dir) if run_dir else None
         tokenizer = dict(tokenizer)
+        self.sampling = SubwordSampling.from_settings(tokenizer.pop("sampling", None),
+                                                      tokenizer.get("model_type", "unigram"))
+        if self.sampling and storage == "memmap":
+            raise UserError("tokenizer.sampling needs data.storage=memory: a memory-mapped corpus is "
+                            "encoded once and keeps no text to sample segmentations from")
         self.reused_tokenizers = tokenizer.pop("files", None)  # {"src": path, "tgt": path}: init_from
         self.joint_vocabulary = bool(tokenizer.pop("joint", True))
         vocab_size = tokenizer.pop("vocab_size")
@@ -182,6 +189,12 @@ class TranslationDataModule(L.LightningDataModule):
                                                  self.path("train", self.tgt_lang))
             self.train_set = encode_parallel(train_src, train_tgt, self.src_tokenizer, self.tgt_tokenizer,
                                              self.max_len, name="train")
+            if self.sampling:
+                self.train_set = SampledParallelDataset(
+                    self.train_set, train_src, train_tgt, (self.src_tokenizer, self.tgt_tokenizer),
+                    self.sampling, self.seed, self.max_len)
+                log.info("subword regularization of the training split: alpha %g, nbest_size %d",
+                         self.sampling.alpha, self.sampling.nbest_size)
         self.valid_srcs, self.valid_refs = read_parallel(
             self.path("valid", self.src_lang), self.path("valid", self.tgt_lang))
         # Validation keeps every pair (no length filter) so BLEU covers the whole set.
@@ -203,6 +216,8 @@ class TranslationDataModule(L.LightningDataModule):
         # would otherwise wait for.
         workers = (2 if gpu else 0) if self.num_workers == "auto" else self.num_workers
         pin = gpu if self.pin_memory == "auto" else self.pin_memory
+        if isinstance(self.train_set, SampledParallelDataset):
+            sampler = EpochTaggedBatches(sampler)
         return ResumableLoader(self.train_set, sampler, self, num_workers=workers, pin_memory=pin)
 
     def val_dataloader(self) -> DataLoader:
