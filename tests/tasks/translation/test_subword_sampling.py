@@ -102,3 +102,26 @@ def test_the_other_tasks_refuse_sampling_and_accept_it_off():
     refuse_sampling({"alpha": None, "nbest_size": 16}, "unigram")
     with pytest.raises(UserError, match="is for translation"):
         refuse_sampling({"alpha": 0.1}, "unigram")
+
+
+def test_under_ddp_each_rank_draws_for_its_own_shard_what_one_process_would(tmp_path):
+    from seq2seq.batching import TokenBatchSampler
+    from seq2seq.tasks.translation.subword_sampling import EpochTaggedBatches
+
+    module = datamodule(tmp_path)
+    dataset = module.train_set
+
+    def segmentations(world: int, rank: int) -> dict[int, tuple[int, ...]]:
+        sampler = EpochTaggedBatches(TokenBatchSampler(dataset.src_lengths, dataset.tgt_lengths, 300, shuffle=True,
+                                                       seed=7, num_replicas=world, rank=rank))
+        sampler.set_epoch(3)
+        seen = {}
+        for key in sampler:
+            batch = dataset[key]
+            for row, line in enumerate(batch.indices.tolist()):
+                seen[line] = tuple(i for i in batch.src[row].tolist() if i != 0)
+        return seen
+
+    alone, first, second = segmentations(1, 0), segmentations(2, 0), segmentations(2, 1)
+    assert not first.keys() & second.keys()  # each rank its own shard
+    assert first | second == alone  # and the draws a single process would have made for those batches
