@@ -5,11 +5,11 @@ significance test of each system against the best single model.
     python benchmarks/multi30k_ensembles.py runs=RUNS [singles=seed1,seed2,seed3]
         [others=alpha0.1,alpha0.5] [student=student] [ar_trials=10000] [limit=N]
 
-RUNS holds one folder per training run (each with model/ and checkpoints/), as the recipe's
-comparison writes them (recipes/multi30k_de_en/README.md, "Seeds, ensembles, subword
-regularization and a distilled student"). A run's averaged model (its kept checkpoints) is written
-to <run>/averaged when missing. Decoding runs in this process after loading, once per system
-(the CPU and thread count are in the JSON). Prints a table and writes
+RUNS holds one folder per training run (each with model/ and checkpoints/), as
+recipes/multi30k_de_en/compare.sh writes them. A run's averaged models (all its kept checkpoints;
+the best two by validation BLEU) are written to <run>/averaged and <run>/averaged_best_2 when
+missing. Decoding runs in this process after loading, once per system (the CPU and thread count
+are in the JSON). Prints a table and writes
 benchmarks/results/multi30k_ensembles.json.
 """
 
@@ -60,10 +60,14 @@ def main() -> None:
     for name in singles:
         systems[name] = [runs / name / "model"]
     for name in singles:
-        averaged = runs / name / "averaged"
-        if not (averaged / "model.json").is_file():
-            average([runs / name / "checkpoints"], averaged, like=runs / name / "model")
-        systems[f"{name} averaged"] = [averaged]
+        # All kept checkpoints (save_top_k), and the best two by validation BLEU.
+        kept = sorted((runs / name / "checkpoints").glob("*-bleu*.ckpt"),
+                      key=lambda p: float(p.stem.rsplit("bleu", 1)[1]), reverse=True)
+        for label, inputs in (("averaged", kept), ("averaged best 2", kept[:2])):
+            averaged = runs / name / label.replace(" ", "_")
+            if not (averaged / "model.json").is_file():
+                average(inputs, averaged, like=runs / name / "model")
+            systems[f"{name} {label}"] = [averaged]
     for size in range(2, len(singles) + 1):
         systems[f"ensemble of {size}"] = [runs / name / "model" for name in singles[:size]]
     for name in others:
