@@ -28,8 +28,8 @@ from seq2seq.tasks.translation.api import Translator
 from seq2seq.text import read_lines
 
 
-def decode(models: list[Path], sources: list[str], refs: list[str]) -> dict:
-    translator = Translator.load([str(m) for m in models], device="cpu")
+def decode(models: list[Path], sources: list[str], refs: list[str], precision: str = "auto") -> dict:
+    translator = Translator.load([str(m) for m in models], device="cpu", precision=precision)
     row: dict = {}
     for name, beam in (("beam5", 5), ("greedy", 1)):
         started = time.perf_counter()
@@ -75,12 +75,13 @@ def main() -> None:
             systems[name] = [runs / name / "model"]
     if (runs / student / "model" / "model.json").is_file():
         systems[student] = [runs / student / "model"]
+        systems[f"{student} int8"] = [runs / student / "model"]  # how a production CPU decodes a student
 
     rows: dict[str, dict] = {}
     for name, models in systems.items():
-        row = decode(models, sources, refs)
+        row = decode(models, sources, refs, precision="int8" if name.endswith(" int8") else "auto")
         row["parameters"] = sum(parameter_count(m / "weights.pt") for m in models)
-        if len(models) == 1 and "averaged" not in name:
+        if len(models) == 1 and "averaged" not in name and not name.endswith(" int8"):
             done = trained(models[0])
             row["steps"], row["val_bleu"] = done.get("steps"), done.get("val_bleu")
         rows[name] = row
