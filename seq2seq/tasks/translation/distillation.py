@@ -186,7 +186,9 @@ def distill(teachers: list[str], data_dir: Path, output: Path, src_lang: str, tg
              len(usable.sources), len(chunks), done_before, processes, threads, device)
     arguments = [(rank, processes, teachers, dev, threads, options, chunks, str(output))
                  for rank, dev in enumerate(worker_devices(device, processes))]
-    if processes == 1:
+    if done_before == len(chunks):
+        pass  # every chunk was finished by an earlier run: only the assembly is left
+    elif processes == 1:
         translate_chunks(*arguments[0])
     else:
         context = multiprocessing.get_context("spawn")  # no forked copy of a loaded model or of locks
