@@ -14,7 +14,8 @@ Prints a table and writes JSON (--out).
 Overload mode (batching on) first measures the server's capacity the same way (closed loop,
 `--requests` requests from `--clients` clients), then sends requests open-loop at `--overload`
 times that rate for `--overload-seconds` (at most `--overload-max-requests`, over at most
-`--overload-connections` connections) while another client asks /health every 100 ms. It reports
+`--overload-connections` connections) while a probe in a process of its own asks /health every
+100 ms. It reports
 answered / 503 / 504 / other, the latency percentiles of the answered ones (from sending; the wait
 for a free client connection is reported apart), how long the 503s took, the server's peak RSS and
 the /health latencies. Both loops are bounded in
@@ -126,6 +127,50 @@ async def load(url: str, sentences: list[str], requests: int, clients: int, time
             "complete": sent >= requests and time.monotonic() < deadline}
 
 
+HEALTH_PROBE = """
+import http.client, json, sys, threading, time
+host, port = sys.argv[1], int(sys.argv[2])
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+times, failures = [], 0
+connection = http.client.HTTPConnection(host, port, timeout=10)
+while not stop.is_set():
+    began = time.perf_counter()
+    try:
+        connection.request("GET", "/health")
+        answer = connection.getresponse()
+        answer.read()
+        ok = answer.status == 200
+    except (OSError, http.client.HTTPException):
+        ok = False
+        connection.close()
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+    if ok:
+        times.append(time.perf_counter() - began)
+    else:
+        failures += 1
+    stop.wait(0.1)
+print(json.dumps({"times": times, "failures": failures}))
+"""
+
+
+class HealthProbe:
+    """GET /health every 100 ms from a process of its own, on its own connection, until stopped.
+
+    In the flood's own event loop the probe would time the client's backlog too (at 10x the
+    client is as busy as the server); in its own process it times the server's answer."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.process = subprocess.Popen([sys.executable, "-c", HEALTH_PROBE, host, port], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+
+    def stop(self) -> tuple[list[float], int]:
+        out, _ = self.process.communicate("stop\n", timeout=60)
+        found = json.loads(out)
+        return sorted(found["times"]), found["failures"]
+
+
 async def overload(url: str, sentences: list[str], rate: float, seconds: float, max_requests: int,
                    connections: int, options: dict) -> dict:
     """Open loop: a request every 1/rate s whatever the answers, for `seconds` or `max_requests`."""
@@ -133,10 +178,7 @@ async def overload(url: str, sentences: list[str], rate: float, seconds: float, 
     latencies: list[float] = []  # answered ones, from sending (a connection was free) to the answer
     client_waits: list[float] = []  # from the moment a request was due until a connection was free
     refusals: dict[str, list[float]] = {}  # 503 and 504 answers: how long they took
-    health: list[float] = []
-    health_failures = 0
     total = min(max_requests, max(1, int(rate * seconds)))
-    done = asyncio.Event()
 
     # Requests due while every connection is busy wait here, not in httpx's pool: its queue of
     # waiting requests costs the client time quadratic in their number (thousands at 10x).
@@ -157,23 +199,8 @@ async def overload(url: str, sentences: list[str], rate: float, seconds: float, 
                 kind = type(error).__name__
         statuses[kind] = statuses.get(kind, 0) + 1
 
-    async def watch_health() -> None:
-        nonlocal health_failures
-        async with httpx.AsyncClient(base_url=url, timeout=10) as c:  # its own connection
-            while not done.is_set():
-                began = time.perf_counter()
-                try:
-                    ok = (await c.get("/health")).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    health.append(time.perf_counter() - began)
-                else:
-                    health_failures += 1
-                await asyncio.sleep(0.1)
-
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    watcher = asyncio.create_task(watch_health())
+    probe = HealthProbe(url)
     began = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, timeout=max(60.0, 4 * seconds), limits=limits) as c:
         tasks = []
@@ -186,10 +213,8 @@ async def overload(url: str, sentences: list[str], rate: float, seconds: float, 
         sending = time.perf_counter() - began
         await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - began
-    done.set()
-    await watcher
+    health, health_failures = probe.stop()
     latencies.sort()
-    health.sort()
     client_waits.sort()
     rejected_in = sorted(refusals.get("503", []))
     other = sum(n for kind, n in statuses.items() if kind not in ("200", "503", "504"))

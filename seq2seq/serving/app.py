@@ -48,7 +48,7 @@ from seq2seq.serving.batching import (
     watch_network,
 )
 from seq2seq.serving.metrics import Metrics, MetricsMiddleware
-from seq2seq.serving.middleware import APIKeyMiddleware, BodySizeMiddleware
+from seq2seq.serving.middleware import APIKeyMiddleware, BodySizeMiddleware, FastPathMiddleware
 from seq2seq.serving.models import ServedModel
 from seq2seq.tasks.translation.options import request_fields
 
@@ -130,6 +130,8 @@ TranslateBody = create_model(
     return_attention=(bool, Field(False, description="the attention matrix of the best translation")),
     **request_fields())
 REQUEST_OPTIONS = tuple(request_fields())
+ROUTE_TASKS = {"/translate": "translation", "/classify": "classification", "/generate": "language_model",
+               "/generate/stream": "language_model", "/forecast": "forecast"}
 
 
 class GenerateBody(Body):
@@ -263,6 +265,28 @@ class Server:
         except QueueFull as error:
             raise self.overloaded(served, error) from None
         return admission
+
+    def health(self) -> dict:
+        return {"status": "ok", "models": len(self.models), "uptime_s": round(time.time() - self.started, 3)}
+
+    def is_full(self, name: str) -> bool:
+        batcher = self.batchers.get(name)
+        if batcher is not None:
+            return batcher.max_queue is not None and batcher.depth >= batcher.max_queue
+        admission = self.admissions[name]
+        return admission.active >= admission.limit
+
+    def refusal(self, task: str) -> tuple[str, list] | None:
+        """The 503 for a request to `task` when every model of that task is full (which one the
+        request names is in its body, not yet read), else None."""
+        names = [name for name, served in self.models.items() if served.task == task]
+        if not names or not all(self.is_full(name) for name in names):
+            return None
+        # With several models of the task the request's own is unknown here: counted as "any:<task>".
+        self.metrics.rejected.labels(model=names[0] if len(names) == 1 else f"any:{task}").inc()
+        busy = f"model {names[0]!r} is busy" if len(names) == 1 else f"every {task} model is busy"
+        return (f"{busy}: its queue is full (max_queue={self.settings.max_queue}); retry after {RETRY_AFTER_S} s",
+                [(b"retry-after", str(RETRY_AFTER_S).encode())])
 
     def check_room(self, served: ServedModel) -> None:
         """Refuse before any parsing of options or tokenizing, which a full queue would waste."""
@@ -406,8 +430,8 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
         return error_response(500, "", f"internal error: {type(error).__name__}: {error}")
 
     @app.get("/health", summary="Liveness: answers while models work; needs no API key")
-    async def health() -> dict:
-        return {"status": "ok", "models": len(server.models), "uptime_s": round(time.time() - server.started, 3)}
+    async def health() -> dict:  # answered by FastPathMiddleware; the route documents it
+        return server.health()
 
     @app.get("/models", summary="The models served", responses=documented_errors(401))
     async def list_models() -> dict:
@@ -638,6 +662,7 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings | None = 
 
     # Outermost last: metrics see every answer (401 and 413 too); the key is checked before the
     # size, so that a caller without the key learns nothing about the limits.
+    app.add_middleware(FastPathMiddleware, health=server.health, refusal=server.refusal, route_tasks=ROUTE_TASKS)
     app.add_middleware(BodySizeMiddleware, max_bytes=settings.max_body_bytes)
     if settings.api_key:
         app.add_middleware(APIKeyMiddleware, key=settings.api_key)

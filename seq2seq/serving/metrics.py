@@ -35,8 +35,8 @@ class Metrics:
                                     buckets=BATCH_BUCKETS, registry=registry)
         self.tokens = Counter("seq2seq_tokens_decoded", "target pieces and </s> of the translations returned "
                               "(translators), characters generated (language models)", ["model"], registry=registry)
-        self.rejected = Counter("seq2seq_rejected", "requests refused with 503 because the model's queue was full",
-                                ["model"], registry=registry)
+        self.rejected = Counter("seq2seq_rejected", "requests refused with 503 because the model's queue was full "
+                                "(model=any:<task>: every model of the task was)", ["model"], registry=registry)
         self.dropped = Counter("seq2seq_jobs_dropped", "jobs the model did not finish because their deadline "
                                "passed or their client went away: before any work, or stopped part-way",
                                ["model", "reason"], registry=registry)

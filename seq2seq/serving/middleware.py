@@ -1,8 +1,8 @@
-"""Pure ASGI middlewares of seq2seq-serve: the API key and the request size limit.
+"""Pure ASGI middlewares of seq2seq-serve: the API key, the request size limit and the fast path.
 
-Both answer before FastAPI reads or parses a body, so a wrong key or an oversized body costs
-the server neither the upload nor the JSON parsing. Their answers have the API's error shape
-{"error": message, "field": name}.
+They answer before FastAPI reads or parses a body, so a wrong key, an oversized body or a request
+to a full model costs the server neither the upload nor the JSON parsing nor FastAPI's routing.
+Their answers have the API's error shape {"error": message, "field": name}.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Callable, Mapping
 
 # What the browser must fetch before it can ask for the key (the page holds no model data).
 PAGE_PATHS = ("/", "/favicon.ico")
@@ -117,3 +118,35 @@ class BodySizeMiddleware:
             return await receive()  # after the body: the disconnect message, when it comes
 
         await self.app(scope, replay, send)
+
+
+class FastPathMiddleware:
+    """/health and the refusals of a flood, answered without FastAPI.
+
+    Under a flood the event loop is what falls behind: every request it parses, validates and
+    routes delays the next one, /health included. So /health is answered here from `health()`,
+    and a POST to a model route whose models are all full (`refusal(task)` gives the 503's
+    (message, headers)) is refused here before its body is read."""
+
+    def __init__(self, app, health: Callable[[], dict], refusal: Callable[[str], tuple[str, list] | None],
+                 route_tasks: Mapping[str, str]) -> None:
+        self.app, self.health, self.refusal, self.route_tasks = app, health, refusal, route_tasks
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            path, method = scope["path"], scope.get("method")
+            if path == "/health" and method in ("GET", "HEAD"):
+                body = json.dumps(self.health()).encode()
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+                return
+            task = self.route_tasks.get(path)
+            if task is not None and method == "POST":
+                refused = self.refusal(task)
+                if refused is not None:
+                    message, headers = refused
+                    await send_error(send, 503, "model", message, headers)
+                    return
+        await self.app(scope, receive, send)

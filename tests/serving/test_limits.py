@@ -140,6 +140,46 @@ def test_past_max_queue_requests_get_503_with_retry_after_at_once_and_health_sta
     assert values[("seq2seq_requests_total", (("route", "/translate"), ("status", "503")))] == 20
 
 
+def test_a_full_model_refuses_before_the_body_is_read_and_a_named_free_model_still_serves(served):
+    """The fast path: with the queue full even a body that is not JSON gets the 503 (nothing
+    parsed it); with two translators, one full, a request naming the other is served."""
+    slow = SlowTranslator(served["translator"].model, delay=0.4)
+    app = create_app({"busy": ServedModel("busy", "translation", slow),
+                      "free": ServedModel("free", "translation", served["translator"].model)},
+                     ServeSettings(batching=False, max_queue=1, api_key="k3y"))
+    key = {"Authorization": "Bearer k3y"}
+
+    async def scenario(c):
+        first = asyncio.create_task(c.post("/translate", json={"model": "busy", "text": ["red dog"]}, headers=key))
+        while not slow.started.is_set():
+            await asyncio.sleep(0.005)
+        queued = asyncio.create_task(c.post("/translate", json={"model": "busy", "text": ["cat"]}, headers=key))
+        while app.state.server.batchers["busy"].depth < 1:
+            await asyncio.sleep(0.005)
+        busy = await c.post("/translate", json={"model": "busy", "text": ["sun"]}, headers=key)
+        served_by_free = await c.post("/translate", json={"model": "free", "text": ["red dog"]}, headers=key)
+        app.state.server.batchers["free"].max_queue = 0  # now every translator is full
+        not_json = await c.post("/translate", content=b"{not json", headers=key)
+        no_key = await c.post("/translate", json={"model": "free", "text": ["sun"]})
+        health = await c.get("/health")
+        metrics = (await c.get("/metrics", headers=key)).text
+        return await first, await queued, busy, served_by_free, not_json, no_key, health, metrics
+
+    first, queued, busy, served_by_free, not_json, no_key, health, metrics = asyncio.run(in_process(app, scenario))
+    assert first.status_code == 200 and queued.status_code == 200
+    assert busy.status_code == 503 and "'busy' is busy" in busy.json()["error"]
+    assert served_by_free.status_code == 200 and served_by_free.json()["model"] == "free"
+    assert not_json.status_code == 503 and not_json.headers["retry-after"] == "1"
+    assert "every translation model is busy" in not_json.json()["error"]
+    assert no_key.status_code == 401  # the key is checked before anything is said about the load
+    assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["models"] == 2
+    values = metric_values(metrics)
+    assert values[("seq2seq_rejected_total", (("model", "busy"),))] == 1
+    assert values[("seq2seq_rejected_total", (("model", "any:translation"),))] == 1
+    assert values[("seq2seq_requests_total", (("route", "/translate"), ("status", "503")))] == 2
+    assert values[("seq2seq_requests_total", (("route", "/health"), ("status", "200")))] == 1
+
+
 def test_batcher_queue_is_bounded():
     release = threading.Event()
     batcher = Batcher(lambda key, items: release.wait(5) and items, max_queue=3, enabled=False)
