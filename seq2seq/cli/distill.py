@@ -12,6 +12,7 @@ Then train the student on it with the teacher's tokenizers (the command is print
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
@@ -32,6 +33,8 @@ def teacher_tokenizers(teacher: str) -> dict[str, str]:
 def distill_command(cfg: DictConfig) -> None:
     from seq2seq.tasks.translation.distillation import distill, other_splits
 
+    if not logging.getLogger().handlers:  # Hydra's job logging is off: each process logs its chunks itself
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     if cfg.teacher is None:
         raise UserError("teacher= is required: a model directory, or a list of them (an ensemble)")
     if cfg.output is None:
@@ -49,6 +52,8 @@ def distill_command(cfg: DictConfig) -> None:
     options = {name: cfg[name] for name in OPTION_NAMES if cfg.get(name) is not None}
     report = distill(teachers, data_dir, Path(cfg.output), src_lang, tgt_lang, cfg.train_prefix, splits,
                      options, chunk_lines=cfg.chunk_lines, workers=cfg.workers, device=str(cfg.device))
+    if report is None:  # a second process of a multi-process run: the first one reports
+        return
     dropped = report["dropped"]
     print(f"distilled {report['pairs']} of {report['lines']} pairs into {cfg.output} in {report['seconds']} s "
           f"(dropped: {dropped['empty_source']} empty, {dropped['invalid_utf8']} not UTF-8, "

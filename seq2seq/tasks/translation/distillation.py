@@ -6,9 +6,12 @@ The output folder is a data folder a training run can point `data.data_dir` at: 
 train.<src>/train.<tgt>, links to the original folder's other splits (validation and test keep
 their human references), and distill.json (what was done, every dropped line counted).
 
-The source is cut into chunks; worker processes take every `workers`-th chunk and write each one
-to .chunks/ as it finishes (renamed into place, so a file there is complete). A rerun of the same
-command skips the finished chunks; the corpus is assembled in input order once all are there.
+The source is cut into chunks. Lightning's prediction loop translates the unfinished ones: with
+workers=N it runs N processes under its DDP strategy (on the CPU, a share of the cores each; on
+GPUs, one GPU each; several nodes with trainer settings of the usual kind), each taking every N-th
+chunk and writing each one to .chunks/ as it finishes (renamed into place, so a file there is
+complete). A rerun of the same command skips the finished chunks; the first process assembles the
+corpus in input order once every process has written its share.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import time
 from dataclasses import dataclass
@@ -87,39 +89,61 @@ def chunk_path(folder: Path, index: int) -> Path:
 
 
 def write_atomically(path: Path, lines: list[str]) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
+    # The process id in the temporary name: two processes never write into one temporary file.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
     temporary.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     publish(temporary, path)
 
 
-def translate_chunks(rank: int, workers: int, teachers: list[str], device: str, threads: int,
-                     options: dict[str, Any], chunks: list[list[str]], folder: str) -> None:
-    """One worker: every `workers`-th chunk, starting at `rank`, that is not finished yet."""
+def chunk_translation(teachers: list[str], options: dict[str, Any], chunks: list[list[str]], unfinished: list[int],
+                      folder: Path, threads: int):
+    """A LightningModule whose prediction loop translates this process's share of the unfinished
+    chunks (every world_size-th one) and writes each chunk's file; it holds the teachers outside
+    its parameters, so that Lightning neither wraps nor moves them."""
+    import lightning
     import torch
+    from torch.utils.data import DataLoader
 
     from seq2seq.tasks.translation.api import Translator
 
-    if not logging.getLogger().handlers:  # a spawned worker starts with no logging set up
-        logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    torch.set_num_threads(threads)
-    translator = Translator.load(teachers, device=device)
-    chosen = translator.options(**options)
-    for index in range(rank, len(chunks), workers):
-        target = chunk_path(Path(folder), index)
-        if target.is_file():
-            continue
-        started = time.perf_counter()
-        translations = [text.replace("\n", " ") for text in translator.translate(chunks[index], chosen)]
-        write_atomically(target, translations)
-        log.info("worker %d: chunk %d of %d (%d lines) in %.1f s", rank, index + 1, len(chunks),
-                 len(translations), time.perf_counter() - started)
+    class ChunkTranslation(lightning.LightningModule):
+        def setup(self, stage: str) -> None:
+            torch.set_num_threads(threads)
+            self.translator = Translator.load(teachers, device=str(self.trainer.strategy.root_device))
+            self.chosen = self.translator.options(**options)
+
+        def predict_dataloader(self) -> DataLoader:
+            share = unfinished[self.global_rank::self.trainer.world_size]
+            return DataLoader(share, batch_size=None, shuffle=False)  # one chunk index a step
+
+        def predict_step(self, index, batch_idx: int) -> None:
+            index = int(index)
+            target = chunk_path(folder, index)
+            if target.is_file():
+                return
+            started = time.perf_counter()
+            translations = [text.replace("\n", " ") for text in self.translator.translate(chunks[index], self.chosen)]
+            write_atomically(target, translations)
+            log.info("process %d: chunk %d of %d (%d lines) in %.1f s", self.global_rank, index + 1, len(chunks),
+                     len(translations), time.perf_counter() - started)
+
+        def on_predict_end(self) -> None:
+            self.trainer.strategy.barrier("distillation chunks written")  # the assembly needs every share
+
+    return ChunkTranslation()
 
 
-def worker_devices(device: str, workers: int) -> list[str]:
-    """cuda: one worker per GPU (cuda:0, cuda:1, ...); cpu: every worker on the CPU."""
-    if device == "cuda":
-        return [f"cuda:{rank}" for rank in range(workers)]
-    return [device] * workers
+def translate_chunks(teachers: list[str], options: dict[str, Any], chunks: list[list[str]], unfinished: list[int],
+                     folder: Path, processes: int, threads: int, device: str) -> bool:
+    """Runs the prediction loop; True in the process that goes on to assemble the corpus."""
+    import lightning
+
+    trainer = lightning.Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=processes,
+                                strategy="ddp" if processes > 1 else "auto", logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                                use_distributed_sampler=False)  # the module picks each process's chunks itself
+    trainer.predict(chunk_translation(teachers, options, chunks, unfinished, folder, threads), return_predictions=False)
+    return trainer.global_rank == 0
 
 
 def choose_workers(workers: int | str, device: str) -> tuple[int, int, str]:
@@ -161,8 +185,9 @@ def other_splits(data_dir: Path, langs: tuple[str, str], train_prefix: str) -> l
 
 def distill(teachers: list[str], data_dir: Path, output: Path, src_lang: str, tgt_lang: str,
             train_prefix: str, splits: list[str], options: dict[str, Any], chunk_lines: int = 1000,
-            workers: int | str = "auto", device: str = "auto") -> dict[str, Any]:
-    """Write the distilled corpus into `output` (resuming finished chunks); returns distill.json."""
+            workers: int | str = "auto", device: str = "auto") -> dict[str, Any] | None:
+    """Write the distilled corpus into `output` (resuming finished chunks); returns distill.json
+    (None in the other processes of a multi-process run)."""
     started = time.perf_counter()
     src_path, tgt_path = data_dir / f"{train_prefix}.{src_lang}", data_dir / f"{train_prefix}.{tgt_lang}"
     usable = read_usable_source(src_path, tgt_path if tgt_path.is_file() else None)
@@ -177,30 +202,17 @@ def distill(teachers: list[str], data_dir: Path, output: Path, src_lang: str, tg
     if plan_file.is_file() and json.loads(plan_file.read_text())["key"] != key:
         raise UserError(f"{output} holds chunks of another teacher, source or settings; "
                         "choose another output= or delete it")
-    plan_file.write_text(json.dumps({"key": key}))
+    if not plan_file.is_file():  # (the other processes of a multi-process run find it written)
+        write_atomically(plan_file, [json.dumps({"key": key})])
     chunks = [usable.sources[i:i + chunk_lines] for i in range(0, len(usable.sources), chunk_lines)]
-    done_before = sum(chunk_path(output, i).is_file() for i in range(len(chunks)))
+    unfinished = [i for i in range(len(chunks)) if not chunk_path(output, i).is_file()]
+    done_before = len(chunks) - len(unfinished)
     processes, threads, device = choose_workers(workers, device)
-    processes = min(processes, len(chunks) - done_before) or 1
-    log.info("distilling %d lines in %d chunks (%d finished before) with %d worker(s) x %d thread(s) on %s",
+    processes = max(1, min(processes, len(unfinished)))
+    log.info("distilling %d lines in %d chunks (%d finished before) with %d process(es) x %d thread(s) on %s",
              len(usable.sources), len(chunks), done_before, processes, threads, device)
-    arguments = [(rank, processes, teachers, dev, threads, options, chunks, str(output))
-                 for rank, dev in enumerate(worker_devices(device, processes))]
-    if done_before == len(chunks):
-        pass  # every chunk was finished by an earlier run: only the assembly is left
-    elif processes == 1:
-        translate_chunks(*arguments[0])
-    else:
-        context = multiprocessing.get_context("spawn")  # no forked copy of a loaded model or of locks
-        jobs = [context.Process(target=translate_chunks, args=args) for args in arguments]
-        for job in jobs:
-            job.start()
-        for job in jobs:
-            job.join()
-        failed = [rank for rank, job in enumerate(jobs) if job.exitcode != 0]
-        if failed:
-            raise UserError(f"distillation worker(s) {failed} failed; rerun the command to continue "
-                            "from the finished chunks")
+    if unfinished and not translate_chunks(teachers, options, chunks, unfinished, output, processes, threads, device):
+        return None  # another process of the run assembles the corpus
     return assemble(output, usable, chunks, src_lang, tgt_lang, train_prefix, teachers, options,
                     link_splits(data_dir, output, splits, (src_lang, tgt_lang)), done_before,
                     time.perf_counter() - started)

@@ -30,6 +30,9 @@ def test_the_distilled_corpus_is_the_teachers_beam_translation_in_input_order(tr
     result = run(distill_command(teacher, corpus, tmp_path / "distilled", "chunk_lines=600", "workers=2"),
                  cwd=tmp_path)
     assert "distilled 2500 of 2500 pairs" in result.stdout
+    # Lightning ran two processes (DDP on the CPU), each translating its own chunks.
+    assert "process 0: chunk" in result.stderr and "process 1: chunk" in result.stderr
+    assert result.stdout.count("distilled 2500") == 1  # only the first process reports
     assert "+tokenizer.files.src=" in result.stdout
     sources, targets = lines(tmp_path / "distilled" / "train.src"), lines(tmp_path / "distilled" / "train.tgt")
     assert sources == lines(corpus / "train.src")
@@ -93,6 +96,9 @@ def test_an_interrupted_run_continues_from_its_finished_chunks(trained_reversal,
     report = json.loads((tmp_path / "out" / "distill.json").read_text())
     assert report["chunks_resumed"] >= finished - 1 >= 2  # a chunk being renamed at the kill may count or not
     assert "distilled 2500 of 2500 pairs" in result.stdout
+    # Lightning ran two processes (DDP on the CPU), each translating its own chunks.
+    assert "process 0: chunk" in result.stderr and "process 1: chunk" in result.stderr
+    assert result.stdout.count("distilled 2500") == 1  # only the first process reports
     resumed = lines(tmp_path / "out" / "train.tgt")
     run(distill_command(teacher, corpus, tmp_path / "whole", "chunk_lines=100", "workers=1"), cwd=tmp_path)
     assert resumed == lines(tmp_path / "whole" / "train.tgt")  # nothing twice, nothing missing, same order
