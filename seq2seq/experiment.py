@@ -148,6 +148,34 @@ def build_trainer(cfg: DictConfig, run_dir: Path, last_validation: LastValidatio
                  plugins=[AtomicCheckpointIO(), *precision.pop("plugins", [])], **precision)
 
 
+def average_if_better(trainer: L.Trainer, system: L.LightningModule, datamodule, checkpoint, count: int,
+                      monitor: str, sign: float, best: float) -> tuple[float, list[str] | None]:
+    """export_average=N: the mean of the N best kept checkpoints (Vaswani et al. 2017 averaged the
+    last ones), validated, replaces the best checkpoint's weights only where it validates better
+    (a mean with early, weak checkpoints can be worse than the best alone). Returns the exported
+    weights' score and the averaged checkpoints' names (None when the best one stays)."""
+    from seq2seq.averaging import average_states, model_weights
+
+    ranked = sorted(checkpoint.best_k_models.items(), key=lambda item: sign * float(item[1]), reverse=True)[:count]
+    if len(ranked) < 2:
+        log.info("export_average=%d: only %d checkpoint kept (callbacks.model_checkpoint.save_top_k); "
+                 "exporting the best one", count, len(ranked))
+        return best, None
+    paths = [Path(path) for path, _ in ranked]
+    best_state = {key: value.detach().clone() for key, value in system.model.state_dict().items()}
+    system.model.load_state_dict(average_states([model_weights(p) for p in paths], [p.name for p in paths]))
+    results = trainer.validate(system, datamodule=datamodule, verbose=False)
+    score = results[0].get(monitor) if results else None
+    if score is not None and sign * float(score) > sign * best:
+        log.info("exporting the mean of %s (%s %.4f; the best alone %.4f)", ", ".join(p.name for p in paths),
+                 monitor, score, best)
+        return float(score), [p.name for p in paths]
+    system.model.load_state_dict(best_state)
+    log.info("exporting the best checkpoint (%s %.4f): the mean of the %d best validated %s", monitor, best,
+             len(paths), "n/a" if score is None else f"{score:.4f}")
+    return best, None
+
+
 def export_model(task: Task, trainer: L.Trainer, system: L.LightningModule, datamodule, run_dir: Path,
                  cfg: DictConfig, last_validation: LastValidationStep) -> tuple[Path | None, float | None]:
     """Write `<run_dir>/model` from the best validated weights: (the model directory, or None on
@@ -175,9 +203,15 @@ def export_model(task: Task, trainer: L.Trainer, system: L.LightningModule, data
     else:
         chosen = final_score
         log.info("exporting final weights (%s %s)", monitor, "n/a" if chosen is None else f"{chosen:.4f}")
+    averaged = None
+    if best_path and best_wins and int(cfg.get("export_average") or 1) > 1:
+        chosen, averaged = average_if_better(trainer, system, datamodule, checkpoint, int(cfg.export_average),
+                                             monitor, sign, chosen)
     if not trainer.is_global_zero:
         return None, chosen  # under DDP every rank holds the same weights; one writes them
     trained = {"epochs": trainer.current_epoch, "steps": trainer.global_step, monitor.replace("/", "_"): chosen}
+    if averaged:
+        trained["averaged"] = averaged
     if cfg.get("init_from"):
         trained["init_from"] = str(Path(cfg.init_from).resolve())
     system_module = task.module("system")
