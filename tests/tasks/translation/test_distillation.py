@@ -96,9 +96,6 @@ def test_an_interrupted_run_continues_from_its_finished_chunks(trained_reversal,
     report = json.loads((tmp_path / "out" / "distill.json").read_text())
     assert report["chunks_resumed"] >= finished - 1 >= 2  # a chunk being renamed at the kill may count or not
     assert "distilled 2500 of 2500 pairs" in result.stdout
-    # Lightning ran two processes (DDP on the CPU), each translating its own chunks.
-    assert "process 0: chunk" in result.stderr and "process 1: chunk" in result.stderr
-    assert result.stdout.count("distilled 2500") == 1  # only the first process reports
     resumed = lines(tmp_path / "out" / "train.tgt")
     run(distill_command(teacher, corpus, tmp_path / "whole", "chunk_lines=100", "workers=1"), cwd=tmp_path)
     assert resumed == lines(tmp_path / "whole" / "train.tgt")  # nothing twice, nothing missing, same order
