@@ -10,7 +10,8 @@ make install
 runs=$(realpath -m "${1:-outputs/multi30k_compare}")
 data_dir=${SEQ2SEQ_DATA:-data}/multi30k
 budget=(experiment=multi30k_de_en trainer.max_time=00:00:11:00 trainer.val_check_interval=0.5
-        callbacks.model_checkpoint.save_top_k=4 evaluate_test=false)
+        callbacks.model_checkpoint.save_top_k=4 export_average=1 evaluate_test=false)
+# export_average=1: each run's model/ is its best checkpoint, the "single model" of the table.
 
 train() {  # train NAME OVERRIDES...
   local name=$1; shift
