@@ -290,8 +290,8 @@ class Server:
 
     def check_room(self, served: ServedModel) -> None:
         """Refuse before any parsing of options or tokenizing, which a full queue would waste."""
-        batcher = self.batchers[served.name]
-        if batcher.max_queue is not None and batcher.depth >= batcher.max_queue:
+        if self.is_full(served.name):
+            batcher = self.batchers[served.name]
             batcher.stats.rejected += 1
             raise self.overloaded(served, QueueFull(f"{batcher.depth} requests wait for this model already "
                                                     f"(max_queue)"))

@@ -29,7 +29,7 @@ def test_the_export_is_the_mean_of_the_best_checkpoints_only_where_it_validates_
         expected = average_states([model_weights(p) for p in checkpoints[:2]])
         assert "exporting the mean of" in log
     else:
-        assert trained["val_bleu"] == torch.tensor(best_score).item() or abs(trained["val_bleu"] - best_score) < 0.005
+        assert abs(trained["val_bleu"] - best_score) < 0.005  # the best checkpoint's own score
         expected = model_weights(checkpoints[0])
         assert "the mean of the 2 best validated" in log
     assert exported.keys() == expected.keys()
