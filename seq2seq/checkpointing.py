@@ -127,11 +127,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(partial, path)
-        except OSError as error:
+        except BaseException as error:
+            # Ctrl-C can land in the middle of a write too: the half-written file goes either way.
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)
-            raise UserError(f"cannot save checkpoint {path} ({error.strerror or error}); "
-                            "the previous checkpoint is kept") from None
+            if isinstance(error, OSError):
+                raise UserError(f"cannot save checkpoint {path} ({error.strerror or error}); "
+                                "the previous checkpoint is kept") from None
+            raise
 
 
 class SaveOnInterrupt(L.Callback):

@@ -97,6 +97,23 @@ def test_a_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, monkey
         io.save_checkpoint({"step": torch.tensor(3)}, tmp_path / "checkpoints" / "last.ckpt" / "inside.ckpt")
 
 
+def test_ctrl_c_in_the_middle_of_a_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": torch.tensor(1)}, target)
+    before = target.read_bytes()
+
+    def interrupted(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": torch.tensor(2)}, target)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_training_saves_a_resumable_checkpoint(tmp_path):
     make_reversal_corpus(tmp_path / "corpus", {"train": 3000, "val": 50, "test": 20}, seed=3)
