@@ -18,9 +18,11 @@ directory, and re-exporting replaces an earlier export only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,28 @@ def quantize(source: Path, target: Path) -> None:
         root.setLevel(level)
 
 
+@contextlib.contextmanager
+def staged_folder(output: Path) -> Iterator[Path]:
+    """A new folder beside `output` to write into, renamed to `output` when the block ends
+    (replacing an earlier export there as a whole: the caller checked that it is one), removed
+    when the block fails, so no half-written export is ever left."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        yield staging
+        staging.chmod(0o755)
+        if output.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
+            output.rename(old / output.name)
+            staging.rename(output)
+            shutil.rmtree(old)
+        else:
+            staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def export_onnx(model_dir: str | Path, output: str | Path, precision: str = "fp32") -> Path:
     """Export one model directory; returns the exported directory."""
     import onnx
@@ -105,9 +129,7 @@ def export_onnx(model_dir: str | Path, output: str | Path, precision: str = "fp3
     task, build = GRAPHS_BY_TASK[model_type]
     graphs, network = build(bundle)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with staged_folder(output) as staging:
         files = {}
         for name, graph in graphs.items():
             files[name] = f"{name}.onnx"
@@ -133,15 +155,4 @@ def export_onnx(model_dir: str | Path, output: str | Path, precision: str = "fp3
                     "config": {key: bundle.config[key] for key in KEPT_CONFIG if key in bundle.config},
                     "exported_from": str(Path(model_dir).resolve())}
         (staging / EXPORT_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        staging.chmod(0o755)
-        if output.exists():  # an earlier export (checked above): replaced as a whole
-            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
-            output.rename(old / output.name)
-            staging.rename(output)
-            shutil.rmtree(old)
-        else:
-            staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output

@@ -84,8 +84,11 @@ class GraphBuilder:
 
     def model(self) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="seq2seq")
+        opsets = [helper.make_opsetid("", OPSET)]
+        # The lowest IR version the opset allows, not the onnx package's newest: runtimes a release
+        # behind (onnxruntime-web 1.31 reads IR 13 at most) refuse a graph stamped newer than they know.
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="seq2seq",
+                                  ir_version=helper.find_min_ir_version_for(opsets))
         onnx.checker.check_model(model)
         return model
 

@@ -1,6 +1,7 @@
 """seq2seq-export: a model directory as an exported directory that decodes without PyTorch.
 
     seq2seq-export model=outputs/run/model output=exported/de-en [precision=int8]
+    seq2seq-export model=outputs/run/model format=web output=site/de-en   # a static page (seq2seq.web)
 
 The exported directory is what seq2seq-translate, -evaluate, -generate, -classify and -serve take
 as model= in an install without torch (README, "Export").
@@ -17,7 +18,7 @@ from seq2seq.command import hydra_command, run_as_command
 from seq2seq.config import APPS_CONF_DIR
 from seq2seq.errors import UserError
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "web")
 
 
 @run_as_command
@@ -31,11 +32,16 @@ def export_command(cfg: DictConfig) -> None:
         raise UserError(f"model={cfg.model!r} must be one model directory")
     if cfg.format not in FORMATS:
         raise UserError(f"format={cfg.format!r} is not one of {', '.join(FORMATS)}")
-    from seq2seq.exporting import export_onnx
-
     start = time.perf_counter()
-    output = export_onnx(cfg.model, cfg.output, precision=cfg.precision)
-    size = sum(f.stat().st_size for f in output.iterdir() if f.is_file())
+    if cfg.format == "web":
+        from seq2seq.web.export import export_web
+
+        output = export_web(cfg.model, cfg.output, precision=cfg.precision)
+    else:
+        from seq2seq.exporting import export_onnx
+
+        output = export_onnx(cfg.model, cfg.output, precision=cfg.precision)
+    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
     print(f"{output}: exported {cfg.model} ({cfg.format}, {cfg.precision}, {size / 1e6:.1f} MB) "
           f"in {time.perf_counter() - start:.1f} s")
 

@@ -9,28 +9,19 @@ Set SEQ2SEQ_SCREENSHOTS=DIR to keep screenshots of the page.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from seq2seq.serving.app import create_app
 from seq2seq.serving.models import ServedModel, load_models
+from tests.chromium import start_chromium
 from tests.serving.model_dirs import SlowGenerator, build_model_dirs, serving
 
 pytestmark = pytest.mark.browser
-
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
-
-
-def chromium_binary() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
 
 @pytest.fixture(scope="module")
 def page_server(tmp_path_factory):
@@ -44,17 +35,7 @@ def page_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    binary = chromium_binary()
-    if binary is None or not Path(CHROMEDRIVER).is_file():
-        pytest.fail("the browser tests need Debian's chromium and chromium-driver: "
-                    "apt-get install -y chromium chromium-driver (.ci/run does it)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1100,900"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver = start_chromium()
     yield driver
     driver.quit()
 
