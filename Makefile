@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 
-.PHONY: install test test-slow test-browser test-container test-all demo bleu-gate bench gpu-check clean
+.PHONY: install test test-slow test-browser test-container test-all demo bleu-gate bench gpu-check web-runtime clean
 
 install: $(VENV)/.installed
 
@@ -35,7 +35,13 @@ test-slow: install
 test-container: install
 	$(BIN)/python -m pytest -q -s -m container tests/test_container.py
 
-# The web page of seq2seq-serve in headless Chromium (needs: apt-get install chromium chromium-driver).
+# onnxruntime-web for seq2seq-export format=web, installed once by `npm ci` from
+# seq2seq/web/package-lock.json into ~/.cache/seq2seq/web-runtime (the export does it when missing).
+web-runtime: install
+	$(BIN)/python -m seq2seq.web.runtime
+
+# The web page of seq2seq-serve and the exported site (format=web) in headless Chromium (needs:
+# apt-get install chromium chromium-driver; npm, for onnxruntime-web).
 test-browser: install
 	$(BIN)/python -m pytest -q -m browser
 

@@ -36,10 +36,15 @@ def cache_root() -> Path:
     return Path(base) / "web-runtime"
 
 
+def install_folder() -> Path:
+    """Where `npm ci` of this lock file installs: a new lock file is a new folder."""
+    lock = (HERE / "package-lock.json").read_bytes()
+    return cache_root() / f"{PACKAGE}-{pinned_version()}-{hashlib.sha256(lock).hexdigest()[:12]}"
+
+
 def installed_runtime() -> Path:
     """The folder of the pinned onnxruntime-web package, installed by `npm ci` when missing."""
-    lock = (HERE / "package-lock.json").read_bytes()
-    folder = cache_root() / f"{PACKAGE}-{pinned_version()}-{hashlib.sha256(lock).hexdigest()[:12]}"
+    folder = install_folder()
     package = folder / "node_modules" / PACKAGE
     if all((package / "dist" / name).is_file() for name in FILES):
         return package

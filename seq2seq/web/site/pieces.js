@@ -42,7 +42,10 @@ export class Pieces {
   }
 
   normalize(text) {
-    if (this.normalization !== "identity") text = text.normalize("NFKC");
+    if (this.normalization !== "identity") {
+      // nmt_nfkc: NFKC, then tabs and line breaks as spaces, other control characters dropped.
+      text = text.normalize("NFKC").replace(/[\t\n\r\v\f]/g, " ").replace(/[\u0000-\u001f\u007f]/g, "");
+    }
     if (this.removeExtraWhitespaces) text = text.replace(/ +/g, " ").trim();
     if (!text) return "";
     if (this.addDummyPrefix) text = " " + text;
@@ -53,10 +56,13 @@ export class Pieces {
     const normalized = this.normalize(text);
     if (!normalized) return [];
     const chars = [...normalized];
-    if (this.modelType === "unigram") return this.viterbi(chars);
-    if (this.modelType === "bpe") return this.mergePairs(chars);
-    if (this.modelType === "word") return this.words(normalized);
-    return this.withUserDefined(chars, (run) => run.map((c) => this.idOf(c)));
+    let ids;
+    if (this.modelType === "unigram") ids = this.viterbi(chars);
+    else if (this.modelType === "bpe") ids = this.mergePairs(chars);
+    else if (this.modelType === "word") ids = this.words(normalized);
+    else ids = this.withUserDefined(chars, (run) => run.map((c) => this.idOf(c)));
+    // A run of unknown pieces is one unknown piece, as SentencePiece returns it.
+    return ids.filter((id, i) => !(id === UNK_ID && ids[i - 1] === UNK_ID));
   }
 
   idOf(piece) {
@@ -114,9 +120,7 @@ export class Pieces {
     }
     const ids = [];
     for (let end = n; end > 0; end = from[end]) ids.push(via[end]);
-    ids.reverse();
-    // A run of unknown characters is one unknown piece, as SentencePiece returns it.
-    return ids.filter((id, i) => !(id === UNK_ID && ids[i - 1] === UNK_ID));
+    return ids.reverse();
   }
 
   mergePairs(chars) {
