@@ -16,7 +16,9 @@ from seq2seq.errors import UserError
 # Any text one shell argument can hold: every script, emoji, quotes, brackets, `=`, `$`, newlines
 # (only NUL cannot be in an argument). Characters Hydra's grammar treats specially are drawn often.
 SPECIAL = "\\'\",:=[]{}()$ \n\t%#@!*?~`|<>"
-TEXT = st.text(st.one_of(st.sampled_from(SPECIAL), st.characters(blacklist_characters="\x00")), max_size=40)
+# What a command line can carry: no NUL, no lone surrogates (argv is encoded as UTF-8).
+TEXT = st.text(st.one_of(st.sampled_from(SPECIAL), st.characters(blacklist_characters="\x00",
+                                                                 blacklist_categories=("Cs",))), max_size=40)
 
 
 def composed(config_dir: str, config_name: str, arguments: list[str]):

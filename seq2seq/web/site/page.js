@@ -46,19 +46,23 @@ async function loadFiles(site) {
     const fromCache = Boolean(response);
     if (!response) response = await fetch(file.path);
     if (!response.ok) throw new Error(`${file.path}: ${response.status} ${response.statusText}`);
-    if (!fromCache && cache) await cache.put(file.path, response.clone());
+    // Stored while it is read (awaited at the end, so the bar moves with the download); a full
+    // or refused cache only means the next visit downloads again.
+    const stored = !fromCache && cache ? cache.put(file.path, response.clone()).catch(() => {}) : null;
     const reader = response.body.getReader();
     const bytes = new Uint8Array(file.bytes);
     let at = 0;
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
+      if (at + value.length > file.bytes) throw new Error(`${file.path} is larger than site.json says (${file.bytes} bytes)`);
       bytes.set(value, at);
       at += value.length;
       loaded += value.length;
       progress();
     }
     if (at !== file.bytes) throw new Error(`${file.path}: ${at} bytes, site.json says ${file.bytes}`);
+    await stored;
     buffers[file.path] = bytes;
   }
   return buffers;
