@@ -34,6 +34,7 @@ export class Pieces {
       }
       this.scores[id] = score;
     });
+    this.userDefinedIds = new Set(this.userDefined.map((piece) => this.ids.get(piece)));
     this.unknownScore = minScore - UNKNOWN_PENALTY;
     this.userDefinedScore = maxScore;
     this.maxPieceLength = Math.max(...this.pieces.map((p) => [...p].length));
@@ -105,7 +106,7 @@ export class Pieces {
         if (id === undefined) continue;
         if (end === start + 1) single = true;
         const length = end - start;
-        const score = this.userDefined.includes(piece) ? length * this.userDefinedScore - 0.1 : this.scores[id];
+        const score = this.userDefinedIds.has(id) ? length * this.userDefinedScore - 0.1 : this.scores[id];
         if (best[start] + score > best[end]) {
           best[end] = best[start] + score;
           from[end] = start;
